@@ -81,10 +81,11 @@ class ContextEncoder(nn.Module):
 
 
 class RecurrentContextEncoder(nn.Module):
-    """Per-step MLP then an LSTM over the ordered context; the last valid step gives one factor.
+    """Per-step MLP then an LSTM over the ordered context; its final state gives one factor.
 
-    (T, N, D) -> (T, 1, out). Padding at the end of a sequence is skipped through `mask`
-    (T, N) so a short online context is summarised at its true length.
+    (T, N, D) -> (T, 1, out). Steps where `mask` (T, N) is 0 leave the LSTM state untouched,
+    so padding may sit anywhere (the buffer's sequence sampler pads in front, online context
+    at evaluation pads behind) and a padded context equals the unpadded one.
     """
 
     out_features: int
@@ -95,13 +96,21 @@ class RecurrentContextEncoder(nn.Module):
     def __call__(self, context, mask=None):
         feats = MLP((self.hidden,) * 3, None, self.init_scheme)(context)
         lead = feats.shape[:-2]
-        flat = feats.reshape((-1,) + feats.shape[-2:])
+        flat = feats.reshape((-1,) + feats.shape[-2:])  # (T, N, H)
         if mask is None:
-            lengths = jnp.full((flat.shape[0],), flat.shape[1], jnp.int32)
-        else:
-            lengths = jnp.sum(mask, axis=-1).reshape(-1).astype(jnp.int32)
-        rnn = nn.RNN(nn.OptimizedLSTMCell(self.hidden), return_carry=True)
-        (_, h_last), _ = rnn(flat, seq_lengths=lengths)
+            mask = jnp.ones(flat.shape[:2], flat.dtype)
+        mask = mask.reshape(flat.shape[:2]).astype(bool)
+
+        def step(cell, carry, inputs):
+            x, keep = inputs
+            new_carry, _ = cell(carry, x)
+            carry = jax.tree.map(lambda n, o: jnp.where(keep[:, None], n, o), new_carry, carry)
+            return carry, None
+
+        scan = nn.scan(step, variable_broadcast="params", split_rngs={"params": False}, in_axes=1)
+        cell = nn.OptimizedLSTMCell(self.hidden)
+        carry = cell.initialize_carry(jax.random.key(0), flat[:, 0].shape)  # zeros
+        (_, h_last), _ = scan(cell, carry, (flat, mask))
         out = output_dense(self.out_features, self.init_scheme, 3e-3)(h_last)
         return out.reshape(lead + (1, self.out_features))
 
