@@ -138,7 +138,7 @@ _POSITIVE_INT = ("max_path_length", "n_train_tasks", "n_eval_tasks", "latent_siz
                  "num_train_steps_per_itr", "num_evals", "num_steps_per_eval", "eval_every",
                  "checkpoint_every", "keep_checkpoints")
 _NON_NEGATIVE_INT = ("num_steps_prior", "num_steps_posterior", "num_extra_rl_steps_posterior",
-                     "num_exp_traj_eval")
+                     "num_exp_traj_eval", "rl_buffer_capacity", "enc_buffer_capacity")
 _POSITIVE_FLOAT = ("reward_scale", "policy_lr", "qf_lr", "vf_lr", "context_lr", "alpha_lr")
 _NON_NEGATIVE_FLOAT = ("kl_lambda", "policy_mean_reg_weight", "policy_std_reg_weight",
                        "policy_pre_activation_weight")

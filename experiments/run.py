@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"pearl-jax: task {config.task}, seed {config.seed}, run dir {run_dir}", flush=True)
     trainer = Trainer(config)
+    config = trainer.config  # with the buffer sizes resolved
     key = jax.random.key(config.seed)
     abstract = jax.eval_shape(trainer.init, key)
 

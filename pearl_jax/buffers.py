@@ -78,6 +78,8 @@ def buffer_capacities(
 ) -> tuple[int, int]:
     """(rl_capacity, enc_capacity) per task, sized to what a run collects, not to 1e6 rows.
 
+    A non-zero config.rl_buffer_capacity / enc_buffer_capacity is used as given.
+
     enc: the larger of the initial pool and one visit's prior + posterior phases.
     rl:  initial pool + V visits x (prior + posterior + extra-RL phases), where V bounds the
          binomial number of visits of one task, Bin(num_iterations * num_tasks_sample,
@@ -91,6 +93,8 @@ def buffer_capacities(
     6-dim actions make 196 bytes a row, so ~1.7 GB for all 100 tasks instead of the
     reference's 2 x 1e6 float64 rows per task. point-robot: enc = 219, rl = 30,441.
     """
+    if config.rl_buffer_capacity > 0 and config.enc_buffer_capacity > 0:
+        return config.rl_buffer_capacity, config.enc_buffer_capacity
     mpl = config.max_path_length
     initial = _phase_max(config.num_initial_steps, mpl)
     enc_visit = _phase_max(config.num_steps_prior, mpl) + _phase_max(config.num_steps_posterior, mpl)
@@ -101,7 +105,7 @@ def buffer_capacities(
     visits = min(draws, math.ceil(mean + sigmas * std) + extra_visits)
     rl = min(REFERENCE_CAPACITY, initial + visits * rl_visit)
     enc = min(REFERENCE_CAPACITY, max(initial, enc_visit))
-    return max(rl, 1), max(enc, 1)
+    return config.rl_buffer_capacity or max(rl, 1), config.enc_buffer_capacity or max(enc, 1)
 
 
 def init_buffers(

@@ -62,6 +62,10 @@ class PearlConfig:
     num_steps_posterior: int = 0
     num_extra_rl_steps_posterior: int = 600
     num_train_steps_per_itr: int = 2000
+    # rows per task in each buffer; 0 = sized from this config (buffers.buffer_capacities).
+    # A run records the resolved sizes, so extending num_iterations on resume keeps its shapes.
+    rl_buffer_capacity: int = 0
+    enc_buffer_capacity: int = 0
 
     # --- evaluation (section 4) -------------------------------------------------------------
     num_evals: int = 1

@@ -36,14 +36,15 @@ class Trainer:
     """Static pieces of a run (env, agent, task set, compiled functions) built from a config."""
 
     def __init__(self, config: PearlConfig, env=None):
-        self.config = config
         self.env = env if env is not None else env_registry.make(config.task, **dict(config.env_kwargs))
-        self.agent = Agent(config, self.env.observation_size, self.env.action_size)
         self.tasks = self.env.tasks()
         self.train_ids = jnp.asarray(self.env.train_task_ids())
         self.test_ids = jnp.asarray(self.env.test_task_ids())
         self.n_train = int(self.train_ids.shape[0])
         self.rl_capacity, self.enc_capacity = buf.buffer_capacities(config, self.n_train)
+        # the resolved sizes become part of the config a run saves (and resumes with)
+        self.config = config.replace(rl_buffer_capacity=self.rl_capacity, enc_buffer_capacity=self.enc_capacity)
+        self.agent = Agent(self.config, self.env.observation_size, self.env.action_size)
         self.update = make_update(self.agent)
         self._evaluate = make_evaluate(self.env, self.agent, self.tasks, self.train_ids, self.test_ids)
         self.init = jax.jit(self._init)
