@@ -347,3 +347,64 @@ def test_derived_constants_recomputed(name):
     m = env.model_for(jax.tree.map(lambda x: x[7], tasks))
     for k in VARIED + DERIVED:
         np.testing.assert_array_equal(getattr(m, k), getattr(tasks, k)[7])
+
+
+# --- observations and contact forces against MuJoCo C --------------------------------------
+def _converged(env) -> mujoco.MjModel:
+    """The env's model with a converged solver, so both engines solve the same problem."""
+    m = copy.copy(env.mj_model)
+    m.opt.iterations, m.opt.ls_iterations = 100, 50
+    return m
+
+
+def _c_forward(env, data, i):
+    """MuJoCo C at element i's last state (converged solver): forward + cfrc_ext."""
+    m = _converged(env)
+    d = mujoco.MjData(m)
+    d.qpos[:] = np.asarray(data.qpos[-1, i], np.float64)
+    d.qvel[:] = np.asarray(data.qvel[-1, i], np.float64)
+    d.ctrl[:] = np.asarray(data.ctrl[-1, i], np.float64)
+    mujoco.mj_forward(m, d)
+    mujoco.mj_rnePostConstraint(m, d)
+    return d
+
+
+def _mjx_forward_obs(env, data, i):
+    single = jax.tree.map(lambda x: x[-1, i], data)
+    model = mjx.put_model(_converged(env))  # unbatched: the solver stops when converged
+
+    @jax.jit
+    def f(d):
+        d = mjx.forward(model, d)
+        cfrc = external_forces(model, d, True)
+        return env._obs(d, cfrc), cfrc
+
+    return (np.asarray(x) for x in f(single))
+
+
+def test_humanoid_obs_matches_mujoco_c(humanoid):
+    env = humanoid.env
+    obs, cfrc = _mjx_forward_obs(env, humanoid.seq.physics, 0)
+    d = _c_forward(env, humanoid.seq.physics, 0)
+    want = np.concatenate([d.qpos[2:], d.qvel, d.cinert.ravel(), d.cvel.ravel(),
+                           d.qfrc_actuator, d.cfrc_ext.ravel()])
+    assert want.shape == (376,) and np.abs(d.cfrc_ext).max() > 1.0  # feet on the floor
+    np.testing.assert_allclose(obs[:292], want[:292], rtol=1e-3, atol=1e-3)
+    err = np.abs(cfrc - d.cfrc_ext).max() / np.abs(d.cfrc_ext).max()
+    print(f"humanoid cfrc_ext max relative error vs MuJoCo C: {err:.2e}")
+    assert err < 0.05
+
+
+def test_ant_contact_forces_match_mujoco_c(ant_goal):
+    env = ant_goal.env
+    i = int(np.argmax(np.abs(np.asarray(ant_goal.seq.obs[-1, :, 29:])).max(-1)))  # in contact
+    obs, cfrc = _mjx_forward_obs(env, ant_goal.seq.physics, i)
+    d = _c_forward(env, ant_goal.seq.physics, i)
+    assert np.abs(d.cfrc_ext).max() > 0.5
+    err = np.abs(cfrc - d.cfrc_ext).max() / np.abs(d.cfrc_ext).max()
+    print(f"ant cfrc_ext max relative error vs MuJoCo C: {err:.2e}")
+    assert err < 0.1  # measured 4e-2: float32 MJX vs float64 C, both solvers converged
+    np.testing.assert_array_equal(obs[29:], np.clip(cfrc, -1, 1).ravel())
+    # the switch: zeros as MuJoCo >= 2.0 left them for the reference
+    single = jax.tree.map(lambda x: x[-1, 0], ant_goal.seq.physics)
+    assert np.all(np.asarray(external_forces(env.model, single, False)) == 0)
