@@ -34,7 +34,8 @@ def _max_trajs(agent: Agent) -> int:
 
 def online_adaptation(env, agent: Agent, params, tasks, key):
     """Adaptation runs for E envs (tasks (E,)). Returns per-trajectory returns (E, K), the
-    number of trajectories per run (E,) and the final posterior (mean, variance) of each run."""
+    number of trajectories per run (E,) and the final posterior (mean, variance) of each run;
+    the run's env steps are `history_size` of the final posterior's context (all of them)."""
     c = agent.config
     n = jax.tree.leaves(tasks)[0].shape[0]
     capacity = c.num_steps_per_eval + c.max_path_length - 1  # all online context of a run
@@ -60,7 +61,7 @@ def online_adaptation(env, agent: Agent, params, tasks, key):
     mask = jnp.arange(capacity)[None, :] < out.history_size[:, None]
     ctx = buf.context_from_transitions(out.history, c.use_next_obs_in_context, c.sparse_rewards)
     final = agent.infer_posterior(params["encoder"], ctx, mask)
-    return returns, out.num_trajs, final
+    return returns, out.num_trajs, final, jnp.sum(out.history_size)
 
 
 def offline_context_returns(env, agent: Agent, params, enc_buffer, tasks, task_ids, key):
@@ -88,7 +89,7 @@ def offline_context_returns(env, agent: Agent, params, enc_buffer, tasks, task_i
         history_size=jnp.zeros(n, jnp.int32), record_history=False, max_trajs=n_traj,
     )
     returns = _returns(agent, out, n_traj)
-    return jnp.sum(returns, axis=1) / jnp.maximum(out.num_trajs, 1)
+    return jnp.sum(returns, axis=1) / jnp.maximum(out.num_trajs, 1), jnp.sum(out.valid)
 
 
 def _last_return(returns, num_trajs):
@@ -109,12 +110,12 @@ def make_evaluate(env, agent: Agent, all_tasks, train_ids, test_ids):
         k_test, k_draw, k_train, k_offline = jax.random.split(key, 4)
         # test tasks: each task `num_evals` times (runs-major so a reshape groups by task)
         ids = jnp.repeat(test_ids, runs)
-        test_ret, test_n, (z_mean, z_var) = online_adaptation(env, agent, params, task_at(all_tasks, ids), k_test)
+        test_ret, test_n, (z_mean, z_var), test_steps = online_adaptation(env, agent, params, task_at(all_tasks, ids), k_test)
         # as many train tasks as test tasks, drawn with replacement (the reference's diagnostic)
         train_draw = jax.random.choice(k_draw, train_ids, (n_test,), replace=True)
         ids_tr = jnp.repeat(train_draw, runs)
-        train_ret, train_n, _ = online_adaptation(env, agent, params, task_at(all_tasks, ids_tr), k_train)
-        offline = offline_context_returns(
+        train_ret, train_n, _, train_steps = online_adaptation(env, agent, params, task_at(all_tasks, ids_tr), k_train)
+        offline, offline_steps = offline_context_returns(
             env, agent, params, enc_buffer, task_at(all_tasks, train_draw), train_draw, k_offline
         )
         last_test = _last_return(test_ret, test_n).reshape(n_test, runs)
@@ -125,6 +126,7 @@ def make_evaluate(env, agent: Agent, all_tasks, train_ids, test_ids):
             "AverageTrainReturn_all_train_tasks": jnp.mean(offline),
             "Z mean eval": jnp.mean(jnp.abs(z_mean[-1])),
             "Z variance eval": jnp.mean(z_var[-1]),
+            "Number of eval env steps": test_steps + train_steps + offline_steps,
             "online_test_returns": test_ret.reshape(n_test, runs, -1),
             "online_test_num_trajs": test_n.reshape(n_test, runs),
             "online_train_returns": train_ret.reshape(n_test, runs, -1),

@@ -84,9 +84,10 @@ def test_evaluation_uses_context_only_after_exploration(trained_state, num_exp):
     other = {**params, "encoder": agent.init(jax.random.key(99)).params["encoder"]}
     tasks = task_at(tr.tasks, tr.test_ids[:4])
     key = jax.random.key(3)
-    ret_a, n_a, _ = online_adaptation(tr.env, agent, params, tasks, key)
-    ret_b, n_b, _ = online_adaptation(tr.env, agent, other, tasks, key)
+    ret_a, n_a, _, steps_a = online_adaptation(tr.env, agent, params, tasks, key)
+    ret_b, n_b, _, _ = online_adaptation(tr.env, agent, other, tasks, key)
     assert np.all(np.asarray(n_a) == 3) and np.all(np.asarray(n_b) == 3)  # 60 steps / paths of 20
+    assert int(steps_a) == 4 * 60
     np.testing.assert_array_equal(ret_a[:, :num_exp], ret_b[:, :num_exp])
     assert np.max(np.abs(ret_a[:, num_exp:3] - ret_b[:, num_exp:3])) > 1e-2
 
