@@ -36,8 +36,11 @@ class StopRequest:
         self.signal_name: str | None = None
 
     def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame):
         if self.signal_name is not None:
@@ -75,10 +78,17 @@ def _compile(fn, *args):
 
 def main(argv: list[str] | None = None) -> int:
     request = cli.parse_or_exit(sys.argv[1:] if argv is None else argv)
-    config = request.config
-    run_dir = request.resume or request.out_dir
     stop = StopRequest()
     stop.install()
+    try:
+        return _train(request, stop)
+    finally:
+        stop.uninstall()
+
+
+def _train(request: cli.RunRequest, stop: StopRequest) -> int:
+    config = request.config
+    run_dir = request.resume or request.out_dir
 
     print(f"pearl-jax: task {config.task}, seed {config.seed}, run dir {run_dir}", flush=True)
     trainer = Trainer(config)
