@@ -2,6 +2,7 @@
 
 Models: gymnasium's walker2d.xml (feet friction 0.9 / 1.9, as old gym) and hopper.xml, RK4, with
 opt.timestep set to 0.004 and frame_skip 4 (dt 0.016, the reference's rand_param_envs values).
+Solver iterations 4 / 4: within 0.2% of the converged solver's return, where 1 / 4 was 10-90% off.
 
 A task is a batch of model fields: the four varied arrays (body_mass, body_inertia, dof_damping,
 geom_friction; elementwise factors 1.5**U(-3,3), 1.5**U(-3,3), 1.3**U(-3,3), 1.5**U(-3,3)) plus
@@ -79,7 +80,7 @@ class _RandParamsEnv(MetaEnv):
     timestep = 0.004
     _info_keys = ("sparse_reward", "reward_run", "reward_ctrl", "reward_alive")
 
-    def __init__(self, n_train: int = 40, n_test: int = 10, iterations: int = 1,
+    def __init__(self, n_train: int = 40, n_test: int = 10, iterations: int = 4,
                  ls_iterations: int = 4, integrator: str = "RK4"):
         mj_model = load_gym_model(self.xml, SolverSettings(iterations, ls_iterations))
         mj_model.opt.timestep = self.timestep
