@@ -14,8 +14,11 @@ Point robots have no MuJoCo model, so their C fields are null.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
+import sys
 import time
 
 import jax
@@ -188,11 +191,14 @@ def main(argv=None):
     tasks = [t for t in args.tasks.split(",") if t]
     for t in tasks:  # fail fast on a typo, before minutes of compiling
         envs.env_class(t)
-    result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "jax_backend": jax.default_backend(), "jax": jax.__version__},
-        "tasks": {t: bench_task(t, args.quick, overrides) for t in tasks},
-    }
+    # mjx prints import notices ("Failed to import warp") on stdout; keep stdout pure JSON
+    with contextlib.redirect_stdout(sys.stderr):
+        result = {
+            "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                        "cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
+                        "jax_backend": jax.default_backend(), "jax": jax.__version__},
+            "tasks": {t: bench_task(t, args.quick, overrides) for t in tasks},
+        }
     print(json.dumps(result, indent=1))
 
 
