@@ -112,14 +112,20 @@ REFERENCE: dict[str, PearlConfig] = {
 # Goal: point-robot visibly learns within a few minutes on a 2-core laptop CPU.
 # Starting values, to be tuned.
 CPU_SMALL: dict[str, object] = {
+    # REDUCED, not the reference: small networks, fewer and faster-learning gradient steps, so
+    # that point-robot learns within minutes on a 2-core CPU (tests/test_learning.py).
     "net_size": 64,
     "encoder_size": 64,
-    "num_iterations": 60,
-    "num_train_steps_per_itr": 200,
-    "meta_batch": 8,
+    "num_iterations": 40,
+    "num_train_steps_per_itr": 250,
+    "meta_batch": 16,
     "batch_size": 128,
+    "policy_lr": 1e-3,
+    "qf_lr": 1e-3,
+    "vf_lr": 1e-3,
+    "context_lr": 1e-3,
     "eval_every": 5,
-    "checkpoint_every": 20,
+    "checkpoint_every": 10,
 }
 
 # Goal: exercise every code path in tests in seconds; learns nothing.
