@@ -6,6 +6,9 @@ trajectories with deterministic actions until `num_steps_per_eval` transitions; 
 posterior over ALL online context gathered so far in this run (sparse rewards in the context
 where configured). The reported number is the return of the LAST trajectory, averaged over runs
 and then tasks (`AverageReturn_all_test_tasks`, the paper's metric).
+
+The test runs, the train-task runs and the off-policy-context diagnostic all share one rollout
+(one copy of the physics in the compiled program); a per-env flag picks how z is chosen.
 """
 from __future__ import annotations
 
@@ -17,79 +20,75 @@ from envs.base import task_at
 from pearl_jax import buffers as buf
 from pearl_jax import posterior
 from pearl_jax.agent import Agent
-from pearl_jax.collect import prior_z
-from pearl_jax.rollout import empty_history, rollout, trajectory_returns
+from pearl_jax.rollout import NO_LIMIT, empty_history, rollout, scan_length, trajectory_returns
 
 
-def _returns(agent: Agent, out, max_trajs: int):
-    rewards = out.transitions.sparse_reward if agent.config.sparse_rewards else out.transitions.reward
-    return trajectory_returns(rewards, out.valid, out.traj_index, max_trajs)
-
-
-def _max_trajs(agent: Agent) -> int:
-    # a run stops after the trajectory that reaches num_steps_per_eval; every trajectory has >= 1 step
+def _posterior_of_history(agent: Agent, params, history, history_size):
     c = agent.config
-    return c.num_steps_per_eval + c.max_path_length - 1
+    capacity = history.reward.shape[1]
+    mask = jnp.arange(capacity)[None, :] < history_size[:, None]
+    ctx = buf.context_from_transitions(history, c.use_next_obs_in_context, c.sparse_rewards)
+    return agent.infer_posterior(params["encoder"], ctx, mask)
+
+
+def _buffer_posterior(agent: Agent, params, enc_buffer, buffer_ids, key):
+    c = agent.config
+    args = (enc_buffer, key, buffer_ids, c.embedding_batch_size, c.use_next_obs_in_context, c.sparse_rewards)
+    if c.recurrent:
+        ctx, mask = buf.sample_context_sequence(*args)
+    else:
+        ctx, mask = buf.sample_context(*args), None
+    return agent.infer_posterior(params["encoder"], ctx, mask)
+
+
+def evaluation_rollout(env, agent: Agent, params, tasks, key, offline=None, enc_buffer=None, buffer_ids=None):
+    """Deterministic rollouts for E envs (tasks (E,)).
+
+    Online envs follow the adaptation protocol above. Envs flagged `offline` (E,) instead run
+    num_steps_per_eval // max_path_length trajectories, each on a fresh posterior from an
+    `embedding_batch_size` context of the encoder buffer of `buffer_ids` (E,)
+    (`AverageTrainReturn_all_train_tasks`). Returns per-trajectory returns (E, K), trajectories
+    per env (E,), the final online posterior (mean, variance) and the env steps per env (E,).
+    """
+    c = agent.config
+    n = jax.tree.leaves(tasks)[0].shape[0]
+    H = c.max_path_length
+    n_offline_traj = max(c.num_steps_per_eval // H, 1)
+    offline = jnp.zeros(n, bool) if offline is None else offline
+    capacity = c.num_steps_per_eval + H - 1  # all online context of a run
+
+    def choose(k, phase, traj_index, history, history_size):
+        k_prior, k_post, k_ctx, k_off = jax.random.split(k, 4)
+        mean, var = _posterior_of_history(agent, params, history, history_size)
+        z = jnp.where(
+            (traj_index < c.num_exp_traj_eval)[:, None],
+            posterior.sample_z(k_prior, *posterior.prior(n, c.latent_size)),
+            posterior.sample_z(k_post, mean, var),
+        )
+        if enc_buffer is not None:
+            mean_b, var_b = _buffer_posterior(agent, params, enc_buffer, buffer_ids, k_ctx)
+            z = jnp.where(offline[:, None], posterior.sample_z(k_off, mean_b, var_b), z)
+        return z
+
+    out = rollout(
+        env, agent, params["policy"], tasks, key,
+        phase_steps=jnp.where(offline, n_offline_traj * H, c.num_steps_per_eval)[:, None],
+        phase_trajs=jnp.where(offline, n_offline_traj, NO_LIMIT)[:, None],
+        record=(True,), length=scan_length(max(c.num_steps_per_eval, n_offline_traj * H), H),
+        max_path_length=H, deterministic=True, choose_z=choose,
+        history=empty_history(n, capacity, agent.obs_size, agent.action_size),
+        history_size=jnp.zeros(n, jnp.int32),
+    )
+    rewards = out.transitions.sparse_reward if c.sparse_rewards else out.transitions.reward
+    returns = trajectory_returns(rewards, out.valid, out.traj_index, capacity)
+    final = _posterior_of_history(agent, params, out.history, out.history_size)
+    return returns, out.num_trajs[:, 0], final, jnp.sum(out.valid, axis=1)
 
 
 def online_adaptation(env, agent: Agent, params, tasks, key):
-    """Adaptation runs for E envs (tasks (E,)). Returns per-trajectory returns (E, K), the
-    number of trajectories per run (E,) and the final posterior (mean, variance) of each run;
-    the run's env steps are `history_size` of the final posterior's context (all of them)."""
-    c = agent.config
-    n = jax.tree.leaves(tasks)[0].shape[0]
-    capacity = c.num_steps_per_eval + c.max_path_length - 1  # all online context of a run
-    draw_prior = prior_z(agent)
-
-    def choose(k, traj_index, history, history_size):
-        k_prior, k_post = jax.random.split(k)
-        mask = jnp.arange(capacity)[None, :] < history_size[:, None]
-        ctx = buf.context_from_transitions(history, c.use_next_obs_in_context, c.sparse_rewards)
-        mean, var = agent.infer_posterior(params["encoder"], ctx, mask)
-        z_post = posterior.sample_z(k_post, mean, var)
-        z_prior = draw_prior(k_prior, traj_index, history, history_size)
-        return jnp.where((traj_index < c.num_exp_traj_eval)[:, None], z_prior, z_post)
-
-    out = rollout(
-        env, agent, params["policy"], tasks, key,
-        num_steps=c.num_steps_per_eval, max_path_length=c.max_path_length, deterministic=True,
-        choose_z=choose, history=empty_history(n, capacity, agent.obs_size, agent.action_size),
-        history_size=jnp.zeros(n, jnp.int32), record_history=True,
-    )
-    k_max = min(_max_trajs(agent), out.valid.shape[1])
-    returns = _returns(agent, out, k_max)
-    mask = jnp.arange(capacity)[None, :] < out.history_size[:, None]
-    ctx = buf.context_from_transitions(out.history, c.use_next_obs_in_context, c.sparse_rewards)
-    final = agent.infer_posterior(params["encoder"], ctx, mask)
-    return returns, out.num_trajs, final, jnp.sum(out.history_size)
-
-
-def offline_context_returns(env, agent: Agent, params, enc_buffer, tasks, task_ids, key):
-    """`AverageTrainReturn_all_train_tasks`: num_steps_per_eval // max_path_length trajectories
-    per task, each on a fresh posterior from an `embedding_batch_size` encoder-buffer context."""
-    c = agent.config
-    n_traj = max(c.num_steps_per_eval // c.max_path_length, 1)
-    n = task_ids.shape[0]
-
-    def choose(k, traj_index, history, history_size):
-        k_ctx, k_z = jax.random.split(k)
-        if c.recurrent:
-            ctx, mask = buf.sample_context_sequence(enc_buffer, k_ctx, task_ids, c.embedding_batch_size,
-                                                    c.use_next_obs_in_context, c.sparse_rewards)
-        else:
-            ctx, mask = buf.sample_context(enc_buffer, k_ctx, task_ids, c.embedding_batch_size,
-                                           c.use_next_obs_in_context, c.sparse_rewards), None
-        mean, var = agent.infer_posterior(params["encoder"], ctx, mask)
-        return posterior.sample_z(k_z, mean, var)
-
-    out = rollout(
-        env, agent, params["policy"], tasks, key,
-        num_steps=n_traj * c.max_path_length, max_path_length=c.max_path_length, deterministic=True,
-        choose_z=choose, history=empty_history(n, 1, agent.obs_size, agent.action_size),
-        history_size=jnp.zeros(n, jnp.int32), record_history=False, max_trajs=n_traj,
-    )
-    returns = _returns(agent, out, n_traj)
-    return jnp.sum(returns, axis=1) / jnp.maximum(out.num_trajs, 1), jnp.sum(out.valid)
+    """Adaptation runs only: (returns (E, K), trajectories (E,), final posterior, total env steps)."""
+    returns, num_trajs, final, steps = evaluation_rollout(env, agent, params, tasks, key)
+    return returns, num_trajs, final, jnp.sum(steps)
 
 
 def _last_return(returns, num_trajs):
@@ -107,30 +106,31 @@ def make_evaluate(env, agent: Agent, all_tasks, train_ids, test_ids):
     runs = c.num_evals
 
     def evaluate(params, enc_buffer, key):
-        k_test, k_draw, k_train, k_offline = jax.random.split(key, 4)
-        # test tasks: each task `num_evals` times (runs-major so a reshape groups by task)
-        ids = jnp.repeat(test_ids, runs)
-        test_ret, test_n, (z_mean, z_var), test_steps = online_adaptation(env, agent, params, task_at(all_tasks, ids), k_test)
+        k_draw, k_roll = jax.random.split(key)
         # as many train tasks as test tasks, drawn with replacement (the reference's diagnostic)
         train_draw = jax.random.choice(k_draw, train_ids, (n_test,), replace=True)
-        ids_tr = jnp.repeat(train_draw, runs)
-        train_ret, train_n, _, train_steps = online_adaptation(env, agent, params, task_at(all_tasks, ids_tr), k_train)
-        offline, offline_steps = offline_context_returns(
-            env, agent, params, enc_buffer, task_at(all_tasks, train_draw), train_draw, k_offline
+        # [test runs | train runs | off-policy-context train runs]; runs-major within each block
+        ids = jnp.concatenate([jnp.repeat(test_ids, runs), jnp.repeat(train_draw, runs), train_draw])
+        n_online = 2 * n_test * runs
+        offline = jnp.arange(ids.shape[0]) >= n_online
+        buffer_ids = jnp.where(offline, ids, 0)
+        returns, num_trajs, (z_mean, z_var), steps = evaluation_rollout(
+            env, agent, params, task_at(all_tasks, ids), k_roll, offline, enc_buffer, buffer_ids
         )
-        last_test = _last_return(test_ret, test_n).reshape(n_test, runs)
-        last_train = _last_return(train_ret, train_n).reshape(n_test, runs)
+        test, train = slice(0, n_test * runs), slice(n_test * runs, n_online)
+        last = _last_return(returns, num_trajs)
+        off_ret = returns[n_online:].sum(axis=1) / jnp.maximum(num_trajs[n_online:], 1)
         return {
-            "AverageReturn_all_test_tasks": jnp.mean(jnp.mean(last_test, axis=1)),
-            "AverageReturn_all_train_tasks": jnp.mean(jnp.mean(last_train, axis=1)),
-            "AverageTrainReturn_all_train_tasks": jnp.mean(offline),
-            "Z mean eval": jnp.mean(jnp.abs(z_mean[-1])),
-            "Z variance eval": jnp.mean(z_var[-1]),
-            "Number of eval env steps": test_steps + train_steps + offline_steps,
-            "online_test_returns": test_ret.reshape(n_test, runs, -1),
-            "online_test_num_trajs": test_n.reshape(n_test, runs),
-            "online_train_returns": train_ret.reshape(n_test, runs, -1),
-            "online_train_num_trajs": train_n.reshape(n_test, runs),
+            "AverageReturn_all_test_tasks": jnp.mean(last[test].reshape(n_test, runs).mean(axis=1)),
+            "AverageReturn_all_train_tasks": jnp.mean(last[train].reshape(n_test, runs).mean(axis=1)),
+            "AverageTrainReturn_all_train_tasks": jnp.mean(off_ret),
+            "Z mean eval": jnp.mean(jnp.abs(z_mean[n_test * runs - 1])),
+            "Z variance eval": jnp.mean(z_var[n_test * runs - 1]),
+            "Number of eval env steps": jnp.sum(steps),
+            "online_test_returns": returns[test].reshape(n_test, runs, -1),
+            "online_test_num_trajs": num_trajs[test].reshape(n_test, runs),
+            "online_train_returns": returns[train].reshape(n_test, runs, -1),
+            "online_train_num_trajs": num_trajs[train].reshape(n_test, runs),
         }
 
     return evaluate

@@ -7,9 +7,9 @@ import pytest
 from envs.base import task_at
 from experiments.configs import apply_preset, get_config
 from pearl_jax import buffers as buf
-from pearl_jax.collect import collect_visits
+from pearl_jax.collect import EXTRA_RL, PRIOR, collect_visits
 from pearl_jax.evaluate import online_adaptation
-from pearl_jax.rollout import empty_history, rollout
+from pearl_jax.rollout import empty_history, rollout, scan_length
 from pearl_jax.train import Trainer
 
 
@@ -43,7 +43,7 @@ def test_initial_pool_fills_both_buffers_with_whole_trajectories(trained_state):
 def test_visit_clears_encoder_buffer_and_grows_rl_buffer(trained_state):
     tr, state = trained_state
     drawn = jnp.array([3, 7, 3])  # task 3 drawn twice: its encoder buffer keeps the later visit
-    bufs, collected, phases = collect_visits(
+    bufs, collected, out = collect_visits(
         tr.env, tr.agent, state.learner.params, state.buffers, task_at(tr.tasks, drawn), drawn, jax.random.key(1)
     )
     assert int(collected) == 3 * (40 + 60)
@@ -52,10 +52,16 @@ def test_visit_clears_encoder_buffer_and_grows_rl_buffer(trained_state):
     assert enc[7] == 40 and enc[3] == 40  # encoder buffer: the visit's prior phase only
     assert rl[0] == 40 and enc[0] == 40  # untouched task
     # the encoder buffer of task 3 holds exactly the second visit's prior-phase data
-    prior_obs = np.asarray(phases["prior"].transitions.obs[2])[np.asarray(phases["prior"].valid[2])]
+    prior = np.asarray(out.valid & (out.phase == PRIOR))
+    assert prior.sum(axis=1).tolist() == [40, 40, 40]
+    prior_obs = np.asarray(out.transitions.obs[2])[prior[2]]
     enc_obs = np.asarray(bufs.enc.data.obs[3, :40])
     np.testing.assert_array_equal(enc_obs, prior_obs)
-    assert not np.array_equal(enc_obs, np.asarray(phases["prior"].transitions.obs[0])[:40])
+    assert not np.array_equal(enc_obs, np.asarray(out.transitions.obs[0])[prior[0]])
+    # phases run in order: all prior steps come before all RL-only steps
+    extra = np.asarray(out.valid & (out.phase == EXTRA_RL))
+    assert extra.sum(axis=1).tolist() == [60, 60, 60]
+    assert np.nonzero(prior[0])[0].max() < np.nonzero(extra[0])[0].min()
 
 
 def test_prior_phase_and_first_posterior_trajectory_ignore_the_encoder(trained_state):
@@ -66,12 +72,15 @@ def test_prior_phase_and_first_posterior_trajectory_ignore_the_encoder(trained_s
     _, _, a = collect_visits(*args, state.learner.params, state.buffers, task_at(tr.tasks, drawn), drawn, key)
     other = _other_encoder(tr, state.learner.params)
     _, _, b = collect_visits(*args, other, state.buffers, task_at(tr.tasks, drawn), drawn, key)
-    np.testing.assert_array_equal(a["prior"].transitions.action, b["prior"].transitions.action)
-    first = np.asarray(a["extra"].traj_index) == 0
-    later = np.asarray(a["extra"].traj_index) > 0
-    act_a, act_b = np.asarray(a["extra"].transitions.action), np.asarray(b["extra"].transitions.action)
-    np.testing.assert_array_equal(act_a[first], act_b[first])  # prior z: encoder-independent
-    assert not np.allclose(act_a[later], act_b[later])  # posterior z from the visit's context
+    valid, phase, traj = np.asarray(a.valid), np.asarray(a.phase), np.asarray(a.traj_index)
+    act_a, act_b = np.asarray(a.transitions.action), np.asarray(b.transitions.action)
+    prior = valid & (phase == PRIOR)
+    first = valid & (phase == EXTRA_RL) & (traj == 0)
+    later = valid & (phase == EXTRA_RL) & (traj > 0)
+    assert prior.any() and first.any() and later.any()
+    np.testing.assert_array_equal(act_a[prior], act_b[prior])  # prior phase: encoder-independent
+    np.testing.assert_array_equal(act_a[first], act_b[first])  # first posterior-phase path: prior z
+    assert not np.allclose(act_a[later], act_b[later])  # later paths: z from the visit's context
 
 
 @pytest.mark.parametrize("num_exp", [1, 2])
@@ -93,7 +102,7 @@ def test_evaluation_uses_context_only_after_exploration(trained_state, num_exp):
 
 
 def test_rollout_counts_whole_trajectories_and_marks_terminal_steps():
-    """A toy env that terminates after 3 steps: collection of 7 steps gives 3 trajectories (9 rows)."""
+    """A toy env that terminates after 3 steps: a quota of 7 steps gives 3 whole trajectories."""
     from envs.base import EnvState
 
     class Short:
@@ -108,13 +117,17 @@ def test_rollout_counts_whole_trajectories_and_marks_terminal_steps():
     tr = _trainer()
     agent = tr.agent.__class__(tr.config.replace(max_path_length=5), 1, 2)
     params = agent.init(jax.random.key(0)).params
-    z_fn = lambda k, i, h, n: jnp.zeros((i.shape[0], agent.config.latent_size))
-    out = rollout(Short(), agent, params["policy"], jnp.zeros(2), jax.random.key(0), num_steps=7,
-                  max_path_length=5, deterministic=True, choose_z=z_fn,
-                  history=empty_history(2, 1, 1, 2), history_size=jnp.zeros(2, jnp.int32), record_history=False)
-    assert np.all(np.asarray(out.num_trajs) == 3)
+    z_fn = lambda k, p, i, h, n: jnp.zeros((i.shape[0], agent.config.latent_size))
+    out = rollout(Short(), agent, params["policy"], jnp.zeros(2), jax.random.key(0),
+                  phase_steps=jnp.array([[7, 0, 4], [7, 0, 4]]), length=scan_length(7, 5) + scan_length(4, 5),
+                  max_path_length=5, deterministic=True, choose_z=z_fn, record=(False, False, False),
+                  history=empty_history(2, 1, 1, 2), history_size=jnp.zeros(2, jnp.int32))
+    # phase 0: 3 trajectories (9 rows) for a quota of 7; the empty phase 1 is skipped; phase 2: 2
+    np.testing.assert_array_equal(np.asarray(out.num_trajs[0]), [3, 0, 2])
+    assert np.all(np.asarray(out.phase[0])[np.asarray(out.valid[0])] != 1)
     valid = np.asarray(out.valid[0])
-    assert valid.sum() == 9
-    np.testing.assert_array_equal(np.asarray(out.transitions.terminal[0])[valid], [0, 0, 1] * 3)
-    np.testing.assert_array_equal(np.asarray(out.transitions.obs[0, :, 0])[valid], [0, 1, 2] * 3)
-    np.testing.assert_array_equal(np.asarray(out.traj_index[0])[valid], [0] * 3 + [1] * 3 + [2] * 3)
+    assert valid.sum() == 15
+    np.testing.assert_array_equal(np.asarray(out.transitions.terminal[0])[valid], [0, 0, 1] * 5)
+    np.testing.assert_array_equal(np.asarray(out.transitions.obs[0, :, 0])[valid], [0, 1, 2] * 5)
+    np.testing.assert_array_equal(np.asarray(out.traj_index[0])[valid], [0] * 3 + [1] * 3 + [2] * 3 + [0] * 3 + [1] * 3)
+    np.testing.assert_array_equal(np.asarray(out.phase[0])[valid], [0] * 9 + [2] * 6)
