@@ -46,13 +46,18 @@ DERIVED = ("body_invweight0", "dof_invweight0")
 LOG_BASE = {"body_mass": 1.5, "body_inertia": 1.5, "dof_damping": 1.3, "geom_friction": 1.5}
 
 
-def scaled_model(mj_model: mujoco.MjModel, factors: dict) -> mujoco.MjModel:
-    """A copy of `mj_model` with the varied fields multiplied and derived constants recomputed."""
+def model_with(mj_model: mujoco.MjModel, fields: dict) -> mujoco.MjModel:
+    """A copy of `mj_model` with `fields` (name -> array) set and derived constants recomputed."""
     out = copy.copy(mj_model)
-    for name, f in factors.items():
-        getattr(out, name)[:] = getattr(mj_model, name) * f
+    for name, value in fields.items():
+        getattr(out, name)[:] = value
     mujoco.mj_setConst(out, mujoco.MjData(out))
     return out
+
+
+def scaled_model(mj_model: mujoco.MjModel, factors: dict) -> mujoco.MjModel:
+    """A copy of `mj_model` with the varied fields multiplied and derived constants recomputed."""
+    return model_with(mj_model, {k: getattr(mj_model, k) * f for k, f in factors.items()})
 
 
 def sample_tasks(mj_model: mujoco.MjModel, n: int, seed: int, log_scale_limit: float = 3.0):
@@ -107,6 +112,14 @@ class _RandParamsEnv(MetaEnv):
 
     def tasks(self) -> PhysicsTask:
         return self._tasks
+
+    def mj_model_for_task(self, task: PhysicsTask) -> mujoco.MjModel:
+        """The host MjModel one (unbatched) task steps: its varied fields, then mj_setConst.
+
+        For checks against MuJoCo C; the derived fields it recomputes from the task's float32
+        values agree with the task's stored ones to float32 rounding.
+        """
+        return model_with(self.mj_model, {k: np.asarray(getattr(task, k), np.float64) for k in VARIED})
 
     def model_for(self, task: PhysicsTask) -> mjx.Model:
         """The MJX model with this task's fields; only these leaves are batched under vmap."""
