@@ -66,10 +66,6 @@ class _AntBase(MetaEnv):
         self._torso = mujoco.mj_name2id(mj_model, mujoco.mjtObj.mjOBJ_BODY, "torso")
         self._ctrlrange = jnp.asarray(mj_model.actuator_ctrlrange)
 
-    @property
-    def action_size(self) -> int:
-        return int(self.mj_model.nu)
-
     def _obs(self, data: mjx.Data, cfrc: jax.Array) -> jax.Array:
         raise NotImplementedError
 
@@ -119,14 +115,7 @@ class AntDir(_AntBase):
         else:
             self._angles = np.random.RandomState(ANT_DIR_SEED).uniform(0.0, 2 * np.pi, n_tasks)
             self._angles = self._angles.astype(np.float32)
-
-    @property
-    def n_train_tasks(self) -> int:
-        return len(self._angles)
-
-    @property
-    def n_test_tasks(self) -> int:
-        return len(self._angles)
+        self._n_train = self._n_test = len(self._angles)  # train = test
 
     def tasks(self) -> DirectionTask:
         return DirectionTask(angle=jnp.asarray(self._angles))
@@ -171,14 +160,6 @@ class AntGoal(_AntBase):
         a = rng.uniform(0.0, 2 * np.pi, n)
         r = 3.0 * np.sqrt(rng.uniform(0.0, 1.0, n))
         self._goals = np.stack([r * np.cos(a), r * np.sin(a)], -1).astype(np.float32)
-
-    @property
-    def n_train_tasks(self) -> int:
-        return self._n_train
-
-    @property
-    def n_test_tasks(self) -> int:
-        return self._n_test
 
     def tasks(self) -> GoalTask:
         return GoalTask(goal=jnp.asarray(self._goals))

@@ -44,14 +44,17 @@ class MetaEnv(abc.ABC):
     has_sparse_reward: bool = False  # info['sparse_reward'] is meaningful
     train_equals_test: bool = False  # cheetah-dir / ant-dir: both splits are the same tasks
 
-    # --- task set -----------------------------------------------------------------------
-    @property
-    @abc.abstractmethod
-    def n_train_tasks(self) -> int: ...
+    # --- task set (subclasses set _n_train and _n_test) -----------------------------------
+    _n_train: int
+    _n_test: int
 
     @property
-    @abc.abstractmethod
-    def n_test_tasks(self) -> int: ...
+    def n_train_tasks(self) -> int:
+        return self._n_train
+
+    @property
+    def n_test_tasks(self) -> int:
+        return self._n_test
 
     @property
     def n_tasks(self) -> int:
@@ -80,8 +83,9 @@ class MetaEnv(abc.ABC):
 
     # --- sizes, derived rather than hand-kept ----------------------------------------------
     @property
-    @abc.abstractmethod
-    def action_size(self) -> int: ...
+    def action_size(self) -> int:
+        """MuJoCo families read it from their model; pure-JAX families override it."""
+        return int(self.mj_model.nu)
 
     @property
     def observation_size(self) -> int:

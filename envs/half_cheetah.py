@@ -49,10 +49,6 @@ class _HalfCheetahBase(MetaEnv):
         self._init_qpos = jnp.asarray(self.mj_model.qpos0, jnp.float32)
         self._ctrlrange = jnp.asarray(self.mj_model.actuator_ctrlrange, jnp.float32)
 
-    @property
-    def action_size(self) -> int:
-        return int(self.mj_model.nu)
-
     def _obs(self, data: mjx.Data) -> jax.Array:
         return jnp.concatenate([data.qpos[1:], data.qvel, data.xpos[self._torso]])
 
@@ -96,14 +92,6 @@ class HalfCheetahVel(_HalfCheetahBase):
         super().__init__(iterations=iterations, ls_iterations=ls_iterations)
         self._n_train, self._n_test = int(n_train), int(n_test)
 
-    @property
-    def n_train_tasks(self) -> int:
-        return self._n_train
-
-    @property
-    def n_test_tasks(self) -> int:
-        return self._n_test
-
     def tasks(self) -> jax.Array:
         # a private RandomState seeded like the reference's global np.random.seed(1337)
         rng = np.random.RandomState(1337)
@@ -118,14 +106,7 @@ class HalfCheetahDir(_HalfCheetahBase):
 
     name = "cheetah-dir"
     train_equals_test = True
-
-    @property
-    def n_train_tasks(self) -> int:
-        return 2
-
-    @property
-    def n_test_tasks(self) -> int:
-        return 2
+    _n_train = _n_test = 2
 
     def tasks(self) -> jax.Array:
         return jnp.asarray([-1.0, 1.0], jnp.float32)  # reference order: directions = [-1, 1]

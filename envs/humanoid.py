@@ -49,18 +49,6 @@ class HumanoidDir(MetaEnv):
         rng = np.random.RandomState(HUMANOID_DIR_SEED)
         self._angles = rng.uniform(0.0, 2 * np.pi, self._n_train + self._n_test).astype(np.float32)
 
-    @property
-    def n_train_tasks(self) -> int:
-        return self._n_train
-
-    @property
-    def n_test_tasks(self) -> int:
-        return self._n_test
-
-    @property
-    def action_size(self) -> int:
-        return int(self.mj_model.nu)
-
     def tasks(self) -> DirectionTask:
         return DirectionTask(angle=jnp.asarray(self._angles))
 

@@ -38,14 +38,6 @@ class PointRobot(MetaEnv):
         self.goal_radius = float(goal_radius)
 
     @property
-    def n_train_tasks(self) -> int:
-        return self._n_train
-
-    @property
-    def n_test_tasks(self) -> int:
-        return self._n_test
-
-    @property
     def action_size(self) -> int:
         return 2
 

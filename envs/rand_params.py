@@ -98,18 +98,6 @@ class _RandParamsEnv(MetaEnv):
         self._n_train, self._n_test = int(n_train), int(n_test)
         self._tasks = sample_tasks(mj_model, self._n_train + self._n_test, self.seed)
 
-    @property
-    def n_train_tasks(self) -> int:
-        return self._n_train
-
-    @property
-    def n_test_tasks(self) -> int:
-        return self._n_test
-
-    @property
-    def action_size(self) -> int:
-        return int(self.mj_model.nu)
-
     def tasks(self) -> PhysicsTask:
         return self._tasks
 
