@@ -25,10 +25,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from mujoco import mjx
 
 from envs.base import EnvState, MetaEnv
-from envs.mjx_common import SolverSettings, load_gym_model, physics_step, reset_data, scale_action
+from envs.mjx_common import SolverSettings, load_gym_model, mjx, physics_step, reset_data, scale_action
 
 CTRL_COST_WEIGHT = 0.05  # reference: 0.5 * 1e-1
 RESET_NOISE = 0.1  # gym HalfCheetah: qpos + U(-0.1, 0.1), qvel + 0.1 * N(0, 1)

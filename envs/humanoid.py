@@ -11,11 +11,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from mujoco import mjx
 
 from envs.ant import DirectionTask, external_forces
 from envs.base import EnvState, MetaEnv
-from envs.mjx_common import SolverSettings, load_gym_model, physics_step, reset_data, scale_action
+from envs.mjx_common import SolverSettings, load_gym_model, mjx, physics_step, reset_data, scale_action
 
 HUMANOID_DIR_SEED = 1337  # the reference draws its 130 directions unseeded
 

@@ -7,13 +7,19 @@ throughput; they are explicit arguments so that each family states (and tests) i
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import mujoco
-from mujoco import mjx
+
+# mjx announces on stdout that the optional warp backend is missing; the benchmarks print their
+# JSON on stdout, so the notice goes to stderr. Env modules import mjx from here.
+with contextlib.redirect_stdout(sys.stderr):
+    from mujoco import mjx
 
 
 def gym_asset_path(xml_name: str) -> str:

@@ -22,10 +22,9 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 from flax import struct
-from mujoco import mjx
 
 from envs.base import EnvState, MetaEnv
-from envs.mjx_common import SolverSettings, load_gym_model, physics_step, reset_data, scale_action
+from envs.mjx_common import SolverSettings, load_gym_model, mjx, physics_step, reset_data, scale_action
 
 WALKER_SEED = 1337  # the reference's task sets are unseeded
 HOPPER_SEED = 1338
