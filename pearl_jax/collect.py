@@ -29,17 +29,20 @@ def prior_z(agent: Agent):
     return choose
 
 
-def context_from_history(agent: Agent, key, history, history_size, n: int):
-    """A context batch of n transitions drawn from each env's history, as from a buffer.
-
-    Unordered uniform draws for the MLP encoder; an ordered window (with mask) for the LSTM.
-    """
+def sample_encoder_context(agent: Agent, replay: buf.TaskReplay, key, task_ids, n: int):
+    """A context batch (T, n, D) and its mask (None when unmasked) for the agent's encoder:
+    unordered uniform draws for the MLP encoder, an ordered window for the LSTM."""
     c = agent.config
-    replay = buf.TaskReplay(data=history, insert_pos=history_size, size=history_size)
-    ids = jnp.arange(history_size.shape[0])
+    args = (replay, key, task_ids, n, c.use_next_obs_in_context, c.sparse_rewards)
     if c.recurrent:
-        return buf.sample_context_sequence(replay, key, ids, n, c.use_next_obs_in_context, c.sparse_rewards)
-    return buf.sample_context(replay, key, ids, n, c.use_next_obs_in_context, c.sparse_rewards), None
+        return buf.sample_context_sequence(*args)
+    return buf.sample_context(*args), None
+
+
+def context_from_history(agent: Agent, key, history, history_size, n: int):
+    """A context batch of n transitions drawn from each env's history, as from a buffer."""
+    replay = buf.TaskReplay(data=history, insert_pos=history_size, size=history_size)
+    return sample_encoder_context(agent, replay, key, jnp.arange(history_size.shape[0]), n)
 
 
 def visit_z(agent: Agent, encoder_params):

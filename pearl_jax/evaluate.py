@@ -20,6 +20,7 @@ from envs.base import task_at
 from pearl_jax import buffers as buf
 from pearl_jax import posterior
 from pearl_jax.agent import Agent
+from pearl_jax.collect import sample_encoder_context
 from pearl_jax.rollout import NO_LIMIT, empty_history, rollout, scan_length, trajectory_returns
 
 
@@ -32,12 +33,7 @@ def _posterior_of_history(agent: Agent, params, history, history_size):
 
 
 def _buffer_posterior(agent: Agent, params, enc_buffer, buffer_ids, key):
-    c = agent.config
-    args = (enc_buffer, key, buffer_ids, c.embedding_batch_size, c.use_next_obs_in_context, c.sparse_rewards)
-    if c.recurrent:
-        ctx, mask = buf.sample_context_sequence(*args)
-    else:
-        ctx, mask = buf.sample_context(*args), None
+    ctx, mask = sample_encoder_context(agent, enc_buffer, key, buffer_ids, agent.config.embedding_batch_size)
     return agent.infer_posterior(params["encoder"], ctx, mask)
 
 

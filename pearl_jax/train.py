@@ -15,7 +15,7 @@ import envs as env_registry
 from envs.base import task_at
 from pearl_jax import buffers as buf
 from pearl_jax.agent import Agent, TrainState
-from pearl_jax.collect import collect_initial_pool, collect_visits
+from pearl_jax.collect import collect_initial_pool, collect_visits, sample_encoder_context
 from pearl_jax.config import PearlConfig
 from pearl_jax.evaluate import make_evaluate
 from pearl_jax.losses import make_update
@@ -72,11 +72,7 @@ class Trainer:
         k_ids, k_rl, k_ctx = jax.random.split(key, 3)
         ids = jax.random.randint(k_ids, (c.meta_batch,), 0, self.n_train)
         batch = buf.sample_rl_batch(bufs.rl, k_rl, ids, c.batch_size)
-        args = (bufs.enc, k_ctx, ids, c.embedding_batch_size, c.use_next_obs_in_context, c.sparse_rewards)
-        if c.recurrent:
-            context, mask = buf.sample_context_sequence(*args)
-        else:
-            context, mask = buf.sample_context(*args), None
+        context, mask = sample_encoder_context(self.agent, bufs.enc, k_ctx, ids, c.embedding_batch_size)
         return batch, context, mask
 
     def _gradient_steps(self, learner: TrainState, bufs: buf.Buffers):
