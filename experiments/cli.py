@@ -90,7 +90,7 @@ def _parse_scalar(kind: str, name: str, text: str):
     return text  # str
 
 
-def _env_value(task: str, name: str, text: str):
+def parse_env_value(task: str, name: str, text: str):
     """An --env.NAME value, typed like the constructor's default for NAME."""
     flag = f"env.{name}"
     try:
@@ -373,7 +373,7 @@ def parse_command_line(argv: list[str]) -> RunRequest:
         values = {n: _parse_scalar(FIELDS[n], n, t) for n, t in fields.items()}
         if "seed" in run_flags:
             values["seed"] = _parse_scalar("int", "seed", run_flags["seed"])
-        kw = {k: _env_value(config.task, k, t) for k, t in env_text.items()}
+        kw = {k: parse_env_value(config.task, k, t) for k, t in env_text.items()}
         if kw:
             values["env_kwargs"] = tuple(sorted(kw.items()))
             given.add("env_kwargs")
