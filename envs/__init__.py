@@ -12,17 +12,18 @@ import inspect
 
 from envs.base import EnvState, MetaEnv, task_at
 
-# name -> (module, class, fixed constructor arguments)
-_REGISTRY: dict[str, tuple[str, str, dict]] = {
-    "point-robot": ("envs.point_robot", "PointRobot", {"sparse": False}),
-    "sparse-point-robot": ("envs.point_robot", "PointRobot", {"sparse": True}),
-    "cheetah-vel": ("envs.half_cheetah", "HalfCheetahVel", {}),
-    "cheetah-dir": ("envs.half_cheetah", "HalfCheetahDir", {}),
-    "ant-dir": ("envs.ant", "AntDir", {}),
-    "ant-goal": ("envs.ant", "AntGoal", {}),
-    "humanoid-dir": ("envs.humanoid", "HumanoidDir", {}),
-    "walker-rand-params": ("envs.rand_params", "WalkerRandParams", {}),
-    "hopper-rand-params": ("envs.rand_params", "HopperRandParams", {}),
+# name -> (module, class). The class owns the family's facts (horizon, task counts through its
+# constructor defaults, sparse reward), so nothing here or in a config repeats them.
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "point-robot": ("envs.point_robot", "PointRobot"),
+    "sparse-point-robot": ("envs.point_robot", "SparsePointRobot"),
+    "cheetah-vel": ("envs.half_cheetah", "HalfCheetahVel"),
+    "cheetah-dir": ("envs.half_cheetah", "HalfCheetahDir"),
+    "ant-dir": ("envs.ant", "AntDir"),
+    "ant-goal": ("envs.ant", "AntGoal"),
+    "humanoid-dir": ("envs.humanoid", "HumanoidDir"),
+    "walker-rand-params": ("envs.rand_params", "WalkerRandParams"),
+    "hopper-rand-params": ("envs.rand_params", "HopperRandParams"),
 }
 
 
@@ -34,15 +35,14 @@ def names() -> list[str]:
 def env_class(name: str):
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(names())}")
-    module, cls, _ = _REGISTRY[name]
+    module, cls = _REGISTRY[name]
     return getattr(importlib.import_module(module), cls)
 
 
 def allowed_overrides(name: str) -> list[str]:
     """Constructor arguments a user may override for this family."""
-    fixed = _REGISTRY[name][2] if name in _REGISTRY else {}
     params = inspect.signature(env_class(name).__init__).parameters
-    return [p for p in params if p != "self" and p not in fixed]
+    return [p for p in params if p != "self"]
 
 
 def make(name: str, **overrides) -> MetaEnv:
@@ -55,7 +55,7 @@ def make(name: str, **overrides) -> MetaEnv:
             f"unknown override(s) {', '.join(map(repr, bad))} for task {name!r}; "
             f"allowed: {', '.join(allowed) or 'none'}"
         )
-    return cls(**_REGISTRY[name][2], **overrides)
+    return cls(**overrides)
 
 
 __all__ = ["EnvState", "MetaEnv", "task_at", "make", "names", "allowed_overrides"]

@@ -26,14 +26,13 @@ MAX_STEP = 0.1  # the reference action box is [-0.1, 0.1]^2
 
 
 class PointRobot(MetaEnv):
-    """Goal-reaching on the plane; the task is the goal position (2,)."""
+    """Goal-reaching on the plane with a dense reward; the task is the goal position (2,)."""
 
+    name = "point-robot"
     max_path_length = 20
+    sparse = False  # fixed per class: the start state and the task set depend on it
 
-    def __init__(self, sparse: bool, n_train: int = 80, n_test: int = 20, goal_radius: float = 0.2):
-        self.sparse = bool(sparse)
-        self.name = "sparse-point-robot" if self.sparse else "point-robot"
-        self.has_sparse_reward = self.sparse
+    def __init__(self, n_train: int = 80, n_test: int = 20, goal_radius: float = 0.2):
         self._n_train, self._n_test = int(n_train), int(n_test)
         self.goal_radius = float(goal_radius)
 
@@ -74,3 +73,11 @@ class PointRobot(MetaEnv):
         info = {"sparse_reward": self._sparse(distance), "distance": distance}
         return state.replace(physics=pos, obs=pos, reward=-distance,
                              terminated=jnp.zeros_like(distance), info=info)
+
+
+class SparsePointRobot(PointRobot):
+    """Goals on the upper half circle, start at the origin, and a sparse reward in the info."""
+
+    name = "sparse-point-robot"
+    has_sparse_reward = True
+    sparse = True

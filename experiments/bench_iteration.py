@@ -1,25 +1,28 @@
-"""Time one reference-config meta-iteration, split into collection, updates and evaluation.
+"""Time one meta-iteration of a batch of seeds, split into collection, updates and evaluation.
 
-    python -m experiments.bench_iteration --task=cheetah-vel [--update-steps=K] [--preset=NAME]
+    python -m experiments.bench_iteration --task=cheetah-vel [--update_steps=K] [--num_seeds=N]
+                                          [--preset=NAME] [--FIELD=VALUE ...]
 
-Prints one JSON object. Each part is its own jitted function, compiled ahead of time (compile
-seconds reported apart) and then run once on a state that holds the initial pool. With
-`--update-steps=K` only K of the iteration's gradient steps are timed and the full count is
-extrapolated linearly (the scan body is identical every step), which keeps the reference
-config's 2000-4000 steps affordable on a laptop; the JSON says when that happened.
+Prints one JSON object. Flags are the run command's (any config field, `--env.NAME=VALUE`)
+plus `--update_steps`. Each part is the trainer's own per-seed function under the same
+`jit(vmap)` over seeds that training uses, compiled ahead of time (compile seconds reported
+apart) and run once on a state that holds the initial pool. With `--update_steps=K` only K of
+the iteration's gradient steps are timed and the full count is extrapolated linearly (the scan
+body is identical every step), which keeps the reference config's 2000-4000 steps affordable on
+a laptop; the JSON says when that happened.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import time
 
 import jax
 
-from envs.base import task_at
-from experiments.configs import apply_preset, get_config
-from pearl_jax.collect import collect_visits
-from pearl_jax.train import Trainer
+from experiments import cli
+from pearl_jax import placement
+from pearl_jax.config import ConfigError
+from pearl_jax.train import Trainer, host_values
 
 
 def _timed(fn, *args):
@@ -31,62 +34,61 @@ def _timed(fn, *args):
     return out, compile_s, time.perf_counter() - t
 
 
-def bench(task: str, update_steps: int | None, preset: str | None, seed: int = 0) -> dict:
-    config = get_config(task)
-    if preset:
-        config = apply_preset(config, preset)
+def time_iteration(config, update_steps: int | None = None, mesh=None) -> dict:
+    """Seconds of one meta-iteration of `config.num_seeds` seeds in one program."""
     full_steps = config.num_train_steps_per_itr
     timed_steps = min(update_steps or full_steps, full_steps)
-    trainer = Trainer(config.replace(num_train_steps_per_itr=timed_steps))
-    c = trainer.config
+    trainer = Trainer(config.replace(num_train_steps_per_itr=timed_steps), mesh=mesh)
 
-    state, init_compile, init_wall = _timed(trainer.init, jax.random.key(seed))
+    state, init_compile, init_wall = _timed(trainer.init, trainer.seeds())
 
-    def collect(state, key):
-        drawn = jax.random.choice(key, trainer.train_ids, (c.num_tasks_sample,), replace=True)
-        bufs, n, _ = collect_visits(trainer.env, trainer.agent, state.learner.params, state.buffers,
-                                    task_at(trainer.tasks, drawn), drawn, key)
-        return bufs, n
+    def collect(state):
+        _, k_draw, k_collect = jax.random.split(state.key, 3)
+        return trainer.collect(state, k_draw, k_collect)
 
-    (bufs, collected), collect_compile, collect_wall = _timed(jax.jit(collect), state, jax.random.key(1))
+    (bufs, collected), collect_compile, collect_wall = _timed(trainer.per_seed(collect), state)
     state = state.replace(buffers=bufs)
-    updates = jax.jit(lambda learner, bufs: trainer._gradient_steps(learner, bufs)[0])
-    _, update_compile, update_wall = _timed(updates, state.learner, state.buffers)
+    updates = trainer.per_seed(lambda s: trainer.gradient_steps(s.learner, s.buffers)[0])
+    _, update_compile, update_wall = _timed(updates, state)
     metrics, eval_compile, eval_wall = _timed(trainer.evaluate, state)
 
+    counts = host_values({"pool": state.env_steps, "collected": collected,
+                          "eval": metrics["Number of eval env steps"]})
+    real = trainer.real
+    pool, collected, eval_steps = (int(counts[k][real].sum()) for k in ("pool", "collected", "eval"))
     update_full = update_wall * full_steps / timed_steps
-    eval_steps = int(metrics["Number of eval env steps"])
+    total = collect_wall + update_full + eval_wall
     return {
-        "task": task,
-        "preset": preset,
-        "device": str(jax.devices()[0].device_kind),
-        "backend": jax.default_backend(),
+        "num_seeds": config.num_seeds,
+        "slots": trainer.slots,
         "compile_seconds": {"init": init_compile, "collection": collect_compile,
                             "updates": update_compile, "evaluation": eval_compile},
-        "initial_pool": {"seconds": init_wall, "env_steps": int(state.env_steps)},
-        "iteration_seconds": {
-            "collection": collect_wall,
-            "updates": update_full,
-            "evaluation": eval_wall,
-            "total": collect_wall + update_full + eval_wall,
-        },
+        "initial_pool": {"seconds": init_wall, "env_steps": pool},
+        "iteration_seconds": {"collection": collect_wall, "updates": update_full,
+                              "evaluation": eval_wall, "total": total},
+        "seed_iterations_per_second": config.num_seeds / total,
         "updates": {"gradient_steps": full_steps, "timed_steps": timed_steps,
                     "extrapolated": timed_steps != full_steps,
                     "ms_per_step": 1000 * update_wall / timed_steps},
-        "collection": {"env_steps": int(collected), "env_steps_per_second": int(collected) / collect_wall},
+        "collection": {"env_steps": collected, "env_steps_per_second": collected / collect_wall},
         "evaluation": {"env_steps": eval_steps, "env_steps_per_second": eval_steps / eval_wall},
     }
 
 
+def machine() -> dict:
+    d = jax.devices()[0]
+    return {"device": str(d.device_kind), "backend": jax.default_backend(), "devices": jax.device_count()}
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="cheetah-vel")
-    p.add_argument("--update-steps", type=int, default=None,
-                   help="time only this many gradient steps and extrapolate to the config's count")
-    p.add_argument("--preset", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    print(json.dumps(bench(args.task, args.update_steps, args.preset, args.seed), indent=2))
+    try:
+        config, own = cli.parse_config_flags(sys.argv[1:] if argv is None else argv,
+                                             {"update_steps": ("int | None", None)}, "cheetah-vel")
+        mesh = placement.make_mesh(1)
+    except (ConfigError, placement.PlacementError) as exc:
+        cli.main_error_exit(exc)
+    result = {"task": config.task, **machine(), **time_iteration(config, own["update_steps"], mesh)}
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,57 +1,21 @@
 """The reference configuration of every task, and reduced presets.
 
 Each entry of `REFERENCE` is the oyster HEAD config of one task after merging its json over
-`configs/default.py` (PEARL_SPEC.md 5.2, Tables A-D); `PearlConfig`'s own defaults are the
-values common to all tasks, so only what differs is written here. The task-set table
-(`TASK_FAMILIES`) lets validation check task counts without building an env: MuJoCo envs are
-slow to build, and a wrong count should fail before anything is compiled.
+`configs/default.py` (docs/reference.md, the configuration tables); `PearlConfig`'s own
+defaults are the values common to all tasks, so only what differs is written here. The task
+set and horizon are not repeated: they belong to the task's env class.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
-from pearl_jax.config import PearlConfig
-
-
-class ConfigError(ValueError):
-    """A bad task, preset, field or value; its str is one line naming the culprit."""
-
-
-@dataclass(frozen=True)
-class TaskFamily:
-    """What a family's env defines, as far as the config must agree with it."""
-
-    n_train: int
-    n_eval: int
-    max_path_length: int  # the reference horizon (the sampler's time limit)
-    has_sparse_reward: bool = False  # info['sparse_reward'] is meaningful
-    train_equals_test: bool = False  # cheetah-dir / ant-dir: both splits are the same 2 tasks
-
-
-# Table A. Keep in step with envs/*: tests compare it with the envs that are cheap to build.
-TASK_FAMILIES: dict[str, TaskFamily] = {
-    "cheetah-dir": TaskFamily(2, 2, 200, train_equals_test=True),
-    "cheetah-vel": TaskFamily(100, 30, 200),
-    "ant-dir": TaskFamily(2, 2, 200, train_equals_test=True),
-    "ant-goal": TaskFamily(150, 30, 200),
-    "humanoid-dir": TaskFamily(100, 30, 200),
-    "walker-rand-params": TaskFamily(40, 10, 200),
-    "hopper-rand-params": TaskFamily(40, 10, 200),
-    "point-robot": TaskFamily(80, 20, 20),
-    "sparse-point-robot": TaskFamily(80, 20, 20, has_sparse_reward=True),
-}
+from pearl_jax.config import ConfigError, PearlConfig
 
 
 def _ref(task: str, **values) -> PearlConfig:
-    family = TASK_FAMILIES[task]
-    return PearlConfig(
-        task=task,
-        n_train_tasks=family.n_train,
-        n_eval_tasks=family.n_eval,
-        max_path_length=family.max_path_length,
-        **values,
-    )
+    """A task's reference config: the task's own facts (horizon, task counts, sparse reward)
+    stay with its env class; only hyperparameters are written here."""
+    return PearlConfig(task=task, **values)
 
 
 # Tables B-D, per task. Fields left out take PearlConfig's common defaults:
@@ -109,8 +73,6 @@ REFERENCE: dict[str, PearlConfig] = {
 # applied over any task's reference config. They leave the task set, horizon and the
 # evaluation protocol alone, so a preset run is still evaluated exactly like the reference.
 
-# Goal: point-robot visibly learns within a few minutes on a 2-core laptop CPU.
-# Starting values, to be tuned.
 CPU_SMALL: dict[str, object] = {
     # REDUCED, not the reference: small networks, fewer and faster-learning gradient steps, so
     # that point-robot learns within minutes on a 2-core CPU (tests/test_learning.py).
@@ -156,7 +118,8 @@ def task_names() -> list[str]:
 
 
 def get_config(task: str) -> PearlConfig:
-    """The reference config of `task`; unknown names list the valid ones."""
+    """The reference config of `task` (horizon left to the env: `validate` resolves it);
+    unknown names list the valid ones."""
     if task not in REFERENCE:
         raise ConfigError(f"--task={task}: unknown task; valid: {', '.join(REFERENCE)}")
     return REFERENCE[task]

@@ -1,10 +1,14 @@
 """Run outputs a researcher reads: progress.csv, TensorBoard scalars, online returns, a progress line.
 
 Column names follow the reference's progress.csv so existing plotting scripts keep working.
+One `ProgressLog` writes one seed's directory. A killed process can leave a partial last line in
+progress.csv and TensorBoard events past the last checkpoint: opening a log for a resumed run
+drops both (rows after the checkpoint's iteration, and TensorBoard steps after its env steps).
 """
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import sys
@@ -12,48 +16,84 @@ import time
 
 import numpy as np
 
+from experiments import rundir
+
 ITERATION = "Epoch"
 ENV_STEPS = "Number of env steps total"
 TRAIN_STEPS = "Number of train steps total"
 TEST_RETURN = "AverageReturn_all_test_tasks"
 
 
-class ProgressLog:
-    """Appends one row per evaluation to progress.csv and the same scalars to TensorBoard."""
+def read_rows(path: str) -> list[dict[str, str]]:
+    """The complete rows of a progress.csv; a partial last line (a killed writer) is dropped."""
+    with open(path, newline="") as f:
+        text = f.read()
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # the unfinished line is not a row
+    reader = csv.DictReader(io.StringIO(text))
+    rows = [r for r in reader if None not in r and None not in r.values()]
+    return rows
 
-    def __init__(self, run_dir: str, resume_iteration: int | None = None):
-        self.path = os.path.join(run_dir, "progress.csv")
-        self.online_dir = os.path.join(run_dir, "online")
+
+def write_atomically(path: str, text: str) -> None:
+    """Replace `path` with `text` so a reader (or a kill) sees the old file or the new, never half."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ProgressLog:
+    """Appends one row per evaluation to a seed's progress.csv, the same scalars to TensorBoard
+    (against env steps) and the online-adaptation curves to online/.
+
+    resume_iteration / resume_env_steps: the checkpoint a resumed run continues from; anything
+    logged after it (by the killed or stopped process) is dropped. None for a fresh run.
+    """
+
+    def __init__(self, seed_dir: str, resume_iteration: int | None = None, resume_env_steps: int = 0):
+        self.path = os.path.join(seed_dir, rundir.PROGRESS)
+        self.online_dir = os.path.join(seed_dir, rundir.ONLINE)
         os.makedirs(self.online_dir, exist_ok=True)
         self.columns: list[str] | None = None
-        if resume_iteration is not None and os.path.exists(self.path):
+        purge_step = None
+        if resume_iteration is not None:
             self._truncate_after(resume_iteration)
+            purge_step = resume_env_steps + 1  # TensorBoard hides events at or after this step
         from tensorboardX import SummaryWriter
 
-        self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"), flush_secs=30)
+        self.tb = SummaryWriter(os.path.join(seed_dir, rundir.TENSORBOARD), flush_secs=30, purge_step=purge_step)
 
     def _truncate_after(self, iteration: int) -> None:
-        """Drop rows logged after the checkpoint we resume from (they will be produced again)."""
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        """Keep the rows up to `iteration` (they will not be produced again) and nothing else."""
+        if not os.path.exists(self.path):
+            return
+        rows = read_rows(self.path)
         if not rows:
+            os.remove(self.path)
             return
         self.columns = list(rows[0].keys())
         kept = [r for r in rows if int(float(r[ITERATION])) <= iteration]
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(kept)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept)
+        write_atomically(self.path, out.getvalue())
+        for name in os.listdir(self.online_dir):  # curves of dropped evaluations go too
+            if name.endswith(".npy") and _online_iteration(name) > iteration:
+                os.remove(os.path.join(self.online_dir, name))
 
     def write(self, row: dict[str, float], online: dict[str, np.ndarray]) -> None:
         iteration = int(row[ITERATION])
+        for name, values in online.items():  # before the row: a row never lacks its curves
+            np.save(os.path.join(self.online_dir, f"{name}-iter{iteration:05d}.npy"), values)
         if self.columns is None:
             self.columns = list(row.keys())
-            new_file = True
-        else:
-            new_file = not os.path.exists(self.path)
+        new_file = not os.path.exists(self.path)
         with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
             if new_file:
                 writer.writeheader()
             writer.writerow(row)
@@ -61,16 +101,22 @@ class ProgressLog:
         for name, value in row.items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self.tb.add_scalar(name.replace(" ", "_"), value, step)
-        for name, values in online.items():
-            np.save(os.path.join(self.online_dir, f"{name}-iter{iteration:05d}.npy"), values)
         self.tb.flush()
 
     def close(self) -> None:
         self.tb.close()
 
 
+def _online_iteration(name: str) -> int:
+    try:
+        return int(name.rsplit("-iter", 1)[1].split(".")[0])
+    except (IndexError, ValueError):
+        return -1
+
+
 class ProgressBar:
-    """One self-overwriting line: iteration, env steps, latest test return, ETA."""
+    """One self-overwriting line: iteration, env steps, the latest test return (mean and range
+    over seeds), ETA."""
 
     def __init__(self, total_iterations: int, start_iteration: int, stream=sys.stderr):
         self.total, self.start = total_iterations, start_iteration
@@ -78,17 +124,17 @@ class ProgressBar:
         self.stream = stream
         self.tty = stream.isatty()
 
-    def update(self, iteration: int, env_steps: int, test_return: float | None) -> None:
+    def update(self, iteration: int, env_steps: int, test_returns: np.ndarray | None) -> None:
+        """env_steps: summed over seeds; test_returns: the latest test return of each seed."""
         done = iteration - self.start
         elapsed = time.perf_counter() - self.t0
         left = self.total - iteration
         eta = elapsed / done * left if done > 0 else float("nan")
-        ret = "n/a" if test_return is None else f"{test_return:.2f}"
         width = 24
         filled = int(width * iteration / max(self.total, 1))
         bar = "#" * filled + "." * (width - filled)
         line = (f"[{bar}] iter {iteration}/{self.total}  env steps {env_steps:,}  "
-                f"test return {ret}  ETA {_fmt_seconds(eta)}")
+                f"test return {format_returns(test_returns)}  ETA {_fmt_seconds(eta)}")
         self.stream.write(("\r" + line) if self.tty else line + "\n")
         self.stream.flush()
 
@@ -96,6 +142,16 @@ class ProgressBar:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def format_returns(returns: np.ndarray | None) -> str:
+    """'n/a', one seed's return, or the mean over seeds with their range."""
+    if returns is None:
+        return "n/a"
+    returns = np.asarray(returns, dtype=float).ravel()
+    if returns.size == 1:
+        return f"{returns[0]:.2f}"
+    return f"{returns.mean():.2f} [{returns.min():.2f}, {returns.max():.2f}] over {returns.size} seeds"
 
 
 def _fmt_seconds(s: float) -> str:

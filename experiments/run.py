@@ -1,53 +1,31 @@
 """Train and meta-test PEARL: `python -m experiments.run --task=cheetah-vel [--field=value ...]`.
 
     python -m experiments.run --task=point-robot --preset=cpu-small   # minutes on a laptop CPU
-    python -m experiments.run --task=cheetah-vel                      # the reference config
+    python -m experiments.run --task=cheetah-vel --num_seeds=5        # 5 seeds in one program
     python -m experiments.run --resume runs/cheetah-vel-seed0-...     # continue exactly
 
-The whole config is validated before anything is compiled or written. Python only loops over
-chunks of iterations (each chunk is one compiled `lax.scan`) to evaluate, log and checkpoint.
-Ctrl-C or SIGTERM finishes the running chunk, writes a checkpoint and says how to resume.
+The whole command line is validated before anything is compiled or written. Python only loops
+over chunks of iterations (each chunk is one compiled `lax.scan` over all seeds) to evaluate,
+log and checkpoint. Exit status: 0 done; 2 a bad command line or an unusable run directory
+(nothing in it changed); 3 non-finite losses (the last good checkpoint kept); 4 a failed write
+(disk full, read-only; the last complete checkpoint kept); 130 / 143 stopped by SIGINT / SIGTERM
+after checkpointing.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
 import sys
 import time
 
 import jax
 import numpy as np
 
-from experiments import cli
+from experiments import cli, rundir
 from experiments import progress as prog
-from pearl_jax.checkpoint import Checkpointer
+from experiments.session import RunSession, SessionError
+from pearl_jax import placement
 from pearl_jax.evaluate import online_curve
-from pearl_jax.train import Trainer
-
-CHECKPOINT_FORMAT = 1
-
-
-class StopRequest:
-    """Turns the first SIGINT/SIGTERM into a flag read between chunks; a second one aborts."""
-
-    def __init__(self):
-        self.signal_name: str | None = None
-
-    def install(self) -> None:
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame):
-        if self.signal_name is not None:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-        print(f"\n{self.signal_name} received: finishing the current chunk, then checkpointing "
-              "(send it again to abort without a checkpoint)", file=sys.stderr, flush=True)
+from pearl_jax.train import Trainer, host_values
 
 
 def chunk_length(config) -> int:
@@ -55,12 +33,9 @@ def chunk_length(config) -> int:
     return math.gcd(config.eval_every, config.checkpoint_every)
 
 
-def scalar_row(state, update_metrics, eval_metrics, timing) -> dict:
-    row = {
-        prog.ITERATION: int(state.iteration),
-        prog.ENV_STEPS: int(state.env_steps),
-        prog.TRAIN_STEPS: int(state.learner.step),
-    }
+def scalar_row(iteration, env_steps, train_steps, update_metrics, eval_metrics, timing) -> dict:
+    """One seed's progress.csv row (the reference's column names)."""
+    row = {prog.ITERATION: iteration, prog.ENV_STEPS: env_steps, prog.TRAIN_STEPS: train_steps}
     for name, value in eval_metrics.items():
         if np.ndim(value) == 0:
             row[name] = float(value)
@@ -78,107 +53,95 @@ def _compile(fn, *args):
 
 def main(argv: list[str] | None = None) -> int:
     request = cli.parse_or_exit(sys.argv[1:] if argv is None else argv)
-    stop = StopRequest()
-    stop.install()
+    d = request.distributed or cli.Distributed()
     try:
-        return _train(request, stop)
-    finally:
-        stop.uninstall()
+        placement.initialize_distributed(d.coordinator, d.num_processes, d.process_id)
+        mesh = placement.make_mesh(request.task_shards)
+    except placement.PlacementError as exc:
+        cli.main_error_exit(exc)
+    try:
+        with RunSession(request, Trainer(request.config, mesh=mesh)) as session:
+            return _train(session)
+    except SessionError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
 
 
-def _train(request: cli.RunRequest, stop: StopRequest) -> int:
-    config = request.config
-    run_dir = request.resume or request.out_dir
-
-    print(f"pearl-jax: task {config.task}, seed {config.seed}, run dir {run_dir}", flush=True)
-    trainer = Trainer(config)
-    config = trainer.config  # with the buffer sizes resolved
-    key = jax.random.key(config.seed)
-    abstract = jax.eval_shape(trainer.init, key)
-
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        f.write(cli.config_to_json(config))
-    checkpoints = Checkpointer(os.path.join(run_dir, "checkpoints"), keep=config.keep_checkpoints)
-
+def _train(session: RunSession) -> int:
+    trainer, config = session.trainer, session.config
     compile_s = {}
-    if request.resume and checkpoints.latest_step() is not None:
-        state, meta = checkpoints.restore(target=abstract)
-        wall_offset = float(meta.get("wall_seconds", 0.0))
-        print(f"resumed from iteration {int(state.iteration)} ({int(state.env_steps):,} env steps)", flush=True)
-        log = prog.ProgressLog(run_dir, resume_iteration=int(state.iteration))
-    else:
-        init, compile_s["init"] = _compile(trainer.init, key)
-        state = init(key)
-        wall_offset = 0.0
-        log = prog.ProgressLog(run_dir, resume_iteration=0 if request.resume else None)
-    start_iteration = int(state.iteration)
+    state = session.restore()
+    if state is None:
+        init, compile_s["init"] = _compile(trainer.init, trainer.seeds())
+        state = init(trainer.seeds())
+    counters = host_values({"iteration": state.iteration, "env_steps": state.env_steps})
+    start_iteration = int(counters["iteration"][0])
     if start_iteration > config.num_iterations:
-        cli.main_error_exit(cli.ConfigError(
-            f"--num_iterations={config.num_iterations}: the run already completed {start_iteration} iterations"))
+        raise SessionError(f"--num_iterations={config.num_iterations}: the run already completed "
+                           f"{start_iteration} iterations", 2)
+    session.open_logs(start_iteration, counters["env_steps"])
 
     evaluate, compile_s["evaluate"] = _compile(trainer.evaluate, state)
     chunk = chunk_length(config)
     compiled_chunks = {}
-    print("compile seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in compile_s.items()), flush=True)
-
-    def save(state, reason: str):
-        checkpoints.save(int(state.iteration), state, {
-            "config": json.loads(cli.config_to_json(config)),
-            "iteration": int(state.iteration),
-            "env_steps": int(state.env_steps),
-            "wall_seconds": wall_offset + time.perf_counter() - t_start,
-            "format": CHECKPOINT_FORMAT,
-            "reason": reason,
-        })
+    session.say("compile seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in compile_s.items()))
 
     bar = prog.ProgressBar(config.num_iterations, start_iteration)
-    t_start = time.perf_counter()
     last_test = None
-    exit_code = 0
-    while int(state.iteration) < config.num_iterations:
-        n = min(chunk, config.num_iterations - int(state.iteration))
+    real = trainer.real
+    iteration = start_iteration
+    while iteration < config.num_iterations:
+        n = min(chunk, config.num_iterations - iteration)
         if n not in compiled_chunks:
             compiled_chunks[n], compile_s[f"chunk{n}"] = _compile(trainer.run_chunk, state, n)
         state, update_metrics = compiled_chunks[n](state)
-        update_metrics = jax.device_get(update_metrics)
-        iteration = int(state.iteration)
-        if not all(np.all(np.isfinite(v)) for v in update_metrics.values()):
-            bad = sorted(k for k, v in update_metrics.items() if not np.all(np.isfinite(v)))
-            print(f"\nerror: non-finite training metrics at iteration {iteration} ({', '.join(bad)}); "
-                  f"the last good checkpoint in {run_dir} is kept", file=sys.stderr)
-            exit_code = 3
-            break
+        update_metrics = {k: v[real] for k, v in host_values(update_metrics).items()}
+        counters = {k: v[real] for k, v in host_values(
+            {"iteration": state.iteration, "env_steps": state.env_steps, "train_steps": state.learner.step}).items()}
+        iteration = int(counters["iteration"][0])
+        bad = _non_finite_seeds(update_metrics, config.seeds)
+        if bad:
+            session.fail(f"non-finite training metrics at iteration {iteration} in seed(s) "
+                         f"{', '.join(str(s) for s, _ in bad)} ({'; '.join(f'{s}: {m}' for s, m in bad)}); "
+                         f"the last good checkpoint in {session.run_dir} is kept", 3)
         if iteration % config.eval_every == 0 or iteration == config.num_iterations:
-            eval_metrics = jax.device_get(evaluate(state))
-            last_test = float(eval_metrics[prog.TEST_RETURN])
-            timing = {"Wall seconds": wall_offset + time.perf_counter() - t_start,
-                      "Compile seconds": sum(compile_s.values())}
-            online = {
-                "online-test": online_curve(eval_metrics["online_test_returns"], eval_metrics["online_test_num_trajs"]),
-                "online-train": online_curve(eval_metrics["online_train_returns"], eval_metrics["online_train_num_trajs"]),
-            }
-            log.write(scalar_row(state, update_metrics, eval_metrics, timing), online)
-        if iteration % config.checkpoint_every == 0 or iteration == config.num_iterations:
-            save(state, "periodic")
-        bar.update(iteration, int(state.env_steps), last_test)
-        if stop.signal_name is not None:
-            if iteration % config.checkpoint_every != 0:
-                save(state, stop.signal_name)
-            checkpoints.wait()
+            eval_metrics = {k: v[real] for k, v in host_values(evaluate(state)).items()}
+            last_test = eval_metrics[prog.TEST_RETURN]
+            timing = {"Wall seconds": session.wall_seconds(), "Compile seconds": sum(compile_s.values())}
+            for i in range(config.num_seeds):
+                one = {k: v[i] for k, v in eval_metrics.items()}
+                row = scalar_row(iteration, int(counters["env_steps"][i]), int(counters["train_steps"][i]),
+                                 {k: v[i] for k, v in update_metrics.items()}, one, timing)
+                session.log(i, row, {
+                    "online-test": online_curve(one["online_test_returns"], one["online_test_num_trajs"]),
+                    "online-train": online_curve(one["online_train_returns"], one["online_train_num_trajs"]),
+                })
+        stopping = session.stop_requested()
+        if iteration % config.checkpoint_every == 0 or iteration == config.num_iterations or stopping:
+            session.save(state, iteration, counters["env_steps"], reason=stopping or "periodic")
+        if session.is_primary:
+            bar.update(iteration, int(np.sum(counters["env_steps"], dtype=np.int64)), last_test)
+        if stopping:
+            session.wait()
             bar.finish()
-            print(f"stopped at iteration {iteration} by {stop.signal_name}; resume with:\n"
-                  f"  python -m experiments.run --resume {run_dir}", flush=True)
-            exit_code = 130 if stop.signal_name == "SIGINT" else 143
-            break
-    checkpoints.wait()
-    checkpoints.close()
-    log.close()
+            session.say(f"stopped at iteration {iteration} by {stopping}; resume with:\n"
+                        f"  python -m experiments.run --resume {session.run_dir}")
+            return 130 if stopping == "SIGINT" else 143
+    session.wait()
     bar.finish()
-    if exit_code == 0:
-        print(f"done: {int(state.iteration)} iterations, {int(state.env_steps):,} env steps, "
-              f"final test return {last_test}; outputs in {run_dir}", flush=True)
-    return exit_code
+    session.say(f"done: {iteration} iterations, {int(np.sum(counters['env_steps'], dtype=np.int64)):,} env "
+                f"steps, final test return {prog.format_returns(last_test)}; outputs in {session.run_dir}")
+    return 0
+
+
+def _non_finite_seeds(update_metrics: dict, seeds: list[int]) -> list[tuple[int, str]]:
+    """(seed, names of its non-finite metrics) for every seed with any."""
+    out = []
+    for i, seed in enumerate(seeds):
+        names = sorted(k for k, v in update_metrics.items() if not np.all(np.isfinite(v[i])))
+        if names:
+            out.append((seed, ", ".join(names)))
+    return out
 
 
 if __name__ == "__main__":

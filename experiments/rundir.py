@@ -70,3 +70,66 @@ def seed_dirs(run_dir: str) -> list[tuple[int, str]]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NotARunError(f"{path}: unreadable run config ({exc})") from None
     return [(seed, run_dir)]
+
+
+# --- writing a run directory -----------------------------------------------------------------
+
+def write_configs(run_dir: str, config) -> None:
+    """config.json at the top (the batch) and, for several seeds, each seed's own config
+    (seed = s, num_seeds = 1: the single-seed run it equals). Each file is replaced atomically."""
+    from experiments.progress import write_atomically
+    from pearl_jax.config import to_json
+
+    os.makedirs(run_dir, exist_ok=True)
+    write_atomically(os.path.join(run_dir, CONFIG), to_json(config) + "\n")
+    if config.num_seeds > 1:
+        for seed in config.seeds:
+            path = seed_dir(run_dir, seed, config.num_seeds)
+            os.makedirs(path, exist_ok=True)
+            write_atomically(os.path.join(path, CONFIG), to_json(config.replace(seed=seed, num_seeds=1)) + "\n")
+
+
+class RunLock:
+    """An exclusive lock on a run directory, so two processes never train into one.
+
+    It is an advisory `flock` on RUN_DIR/.lock: the kernel releases it when the holder exits,
+    however it dies (SIGKILL included), so a killed run never leaves it stuck. The file names
+    the holder (host and pid) for the message a second process prints.
+    """
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, LOCK)
+        self._fd: int | None = None
+        self._created = False
+
+    def acquire(self) -> None:
+        """Take the lock or raise RunDirInUse (one line naming the holder)."""
+        import fcntl
+        import socket
+
+        self._created = not os.path.exists(self.path)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirInUse(f"{os.path.dirname(self.path)} is in use by {holder}; wait for it to "
+                              "finish or stop it (a killed process releases the lock)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self, remove_if_created: bool = False) -> None:
+        """Release; `remove_if_created` also removes the file when this process made it (a
+        rejected command leaves the directory as it found it)."""
+        if self._fd is None:
+            return
+        if remove_if_created and self._created:
+            os.remove(self.path)
+        os.close(self._fd)  # closing releases the flock
+        self._fd = None
+
+
+class RunDirInUse(RuntimeError):
+    """Another live process holds the run directory's lock."""

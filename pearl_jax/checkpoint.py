@@ -24,6 +24,11 @@ Contracts, checked by tests/test_checkpoint.py against orbax-checkpoint 0.12.8:
   untouched; keep-last-N deletion happens only after the new step is finalised.
 * Restoring checks the stored structure, shapes and dtypes against the target first and names
   every difference (Orbax alone names no path for a shape change and silently casts dtypes).
+* Integrity: `save` records a fingerprint of every leaf (a position-weighted sum of its bits)
+  in the metadata, and `restore` recomputes it, so damaged bytes that still decode are caught.
+  `restore_newest_readable` walks back from the newest step past unreadable ones, naming each,
+  and `set_aside` renames a broken step out of Orbax's sight (nothing is ever deleted for being
+  unreadable), so the run can write that step again.
 """
 from __future__ import annotations
 
@@ -32,12 +37,43 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 
 class CheckpointError(Exception):
     """No checkpoint to restore, or one that does not fit the target state."""
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A step whose files are missing, truncated or damaged (not merely of another shape)."""
+
+
+FINGERPRINT_KEY = "fingerprints"
+
+
+def _leaf_fingerprint(x):
+    """uint32 position-weighted sum of a leaf's bits: any changed, swapped or lost value moves it."""
+    if _is_key(x):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        x = x.astype(jnp.uint32)
+    if x.dtype.itemsize != 4:
+        x = x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.int32)
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
+    weights = jnp.arange(bits.shape[0], dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+    return jnp.sum(bits * weights, dtype=jnp.uint32)
+
+
+@jax.jit
+def _fingerprints(tree):
+    return [_leaf_fingerprint(x) for x in jax.tree.leaves(tree)]
+
+
+def fingerprints(tree) -> list[int]:
+    """One integer per leaf of `tree` (any sharding; replicated result on every process)."""
+    return [int(v) for v in jax.device_get(_fingerprints(tree))]
 
 
 def _key_str(k) -> str:
@@ -76,6 +112,11 @@ def _abstract(tree):
     return jax.tree.map(to_sds, tree)
 
 
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
 def describe_mismatch(stored_metadata, target, limit: int = 10) -> list[str]:
     """Human-readable differences between a checkpoint's array metadata and a target pytree."""
     stored = {
@@ -110,13 +151,15 @@ def describe_mismatch(stored_metadata, target, limit: int = 10) -> list[str]:
 class Checkpointer:
     """Keeps the last `keep` checkpoints of one run directory; each holds `state` and `meta`."""
 
-    def __init__(self, directory: str | os.PathLike, keep: int):
+    def __init__(self, directory: str | os.PathLike, keep: int, read_only: bool = False):
+        """`read_only`: only look and restore (nothing is created, tidied or written)."""
         self.directory = os.path.abspath(os.fspath(directory))
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
-            create=True,
-            cleanup_tmp_directories=True,  # drop what a killed save left behind
+            create=not read_only,
+            cleanup_tmp_directories=not read_only,  # drop what a killed save left behind
             enable_async_checkpointing=True,
+            read_only=read_only,
         )
         # handlers named up front, so a fresh process can read metadata before any restore
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
@@ -133,6 +176,7 @@ class Checkpointer:
             json.dumps(extra)  # fail here, not in the background writer
         except TypeError as exc:
             raise TypeError(f"checkpoint metadata must be JSON-serialisable: {exc}") from None
+        extra = {**extra, FINGERPRINT_KEY: fingerprints(state)}
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(extra))
         self._mgr.save(int(step), args=args, force=True)
 
@@ -153,8 +197,10 @@ class Checkpointer:
         """(state, extra) of `step` (default: the latest), shaped and typed like `target`.
 
         `target` is the abstract state (`jax.eval_shape(build_state)`) or a concrete one; it
-        gives back the exact pytree classes. Raises CheckpointError when there is no
-        checkpoint or when structure, shape or dtype of any leaf differs from the target.
+        gives back the exact pytree classes. It may also be a function of the stored array
+        metadata that returns one (a target shaped after what was saved). Raises CheckpointError when there is no
+        checkpoint or when structure, shape or dtype of any leaf differs from the target, and
+        UnreadableCheckpoint when the step's files are missing or damaged.
         """
         self.wait()  # a step still being written must not be read
         steps = self.all_steps()
@@ -163,19 +209,70 @@ class Checkpointer:
         step = steps[-1] if step is None else int(step)
         if step not in steps:
             raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; have {steps}")
-        target = _abstract(target)
-        stored = self._mgr.item_metadata(step)["state"].tree
+        where = os.path.join(self.directory, str(step))
+        try:
+            stored = self._mgr.item_metadata(step)["state"].tree
+        except Exception as exc:  # noqa: BLE001 - any failure to parse the files means unreadable
+            raise UnreadableCheckpoint(f"{where}: metadata unreadable ({_one_line(exc)})") from None
+        if stored is None:
+            raise UnreadableCheckpoint(f"{where}: metadata missing")
+        target = _abstract(target(stored) if callable(target) else target)
         problems = describe_mismatch(stored, target)
         if problems:
             raise CheckpointError(
-                f"checkpoint {self.directory}/{step} does not match the target state "
+                f"checkpoint {where} does not match the target state "
                 "(did the config change shapes?):\n  " + "\n  ".join(problems)
             )
-        out = self._mgr.restore(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
-        )
-        return out.state, out.meta
+        try:
+            out = self._mgr.restore(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
+            )
+        except Exception as exc:  # noqa: BLE001 - truncated or damaged array files
+            raise UnreadableCheckpoint(f"{where}: data unreadable ({_one_line(exc)})") from None
+        meta = dict(out.meta or {})
+        recorded = meta.pop(FINGERPRINT_KEY, None)
+        if recorded is None:
+            raise UnreadableCheckpoint(f"{where}: no fingerprints in its metadata (damaged, or not "
+                                       "written by this version of pearl-jax)")
+        actual = fingerprints(out.state)
+        if list(recorded) != actual:
+            paths = [_path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(out.state)[0]]
+            bad = [p for p, a, b in zip(paths, recorded, actual) if a != b] or ["<leaf count>"]
+            raise UnreadableCheckpoint(f"{where}: damaged data in {', '.join(bad[:5])}"
+                                       + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""))
+        return out.state, meta
+
+    def restore_newest_readable(self, *, target: Any, on_skip=None) -> tuple[int, Any, dict]:
+        """(step, state, extra) of the newest step that reads back intact. Each unreadable newer
+        step is reported through `on_skip(step, reason)` and skipped, never deleted. Raises
+        CheckpointError when there is no step, or when the readable candidates do not fit the
+        target, and UnreadableCheckpoint when every step is unreadable."""
+        steps = self.all_steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        reasons = []
+        for step in reversed(steps):
+            try:
+                state, meta = self.restore(step, target=target)
+                return step, state, meta
+            except UnreadableCheckpoint as exc:
+                reasons.append(str(exc))
+                if on_skip is not None:
+                    on_skip(step, str(exc))
+        raise UnreadableCheckpoint(f"no readable checkpoint in {self.directory}: " + "; ".join(reasons))
+
+    def set_aside(self, step: int) -> str:
+        """Rename a step Orbax can no longer use to `<step>.unreadable-<n>` (kept for inspection,
+        invisible to Orbax), so that the run may write that step again. Returns the new path."""
+        src = os.path.join(self.directory, str(step))
+        n = 0
+        while os.path.exists(f"{src}.unreadable-{n}"):
+            n += 1
+        dst = f"{src}.unreadable-{n}"
+        os.rename(src, dst)
+        self._mgr.reload()
+        return dst
 
     def close(self) -> None:
         """Finish pending saves and release Orbax's threads."""

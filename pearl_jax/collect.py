@@ -65,10 +65,10 @@ def visit_z(agent: Agent, encoder_params):
 PRIOR, POSTERIOR, EXTRA_RL = 0, 1, 2  # the phases of a visit
 
 
-def collect_initial_pool(env, agent: Agent, params, bufs: buf.Buffers, tasks, task_ids, key):
+def collect_initial_pool(env, agent: Agent, params, bufs: buf.Buffers, tasks, task_ids, key, axis_name=None):
     """Iteration 0: `num_initial_steps` prior-z transitions per training task, into both buffers.
 
-    Returns (buffers, transitions collected)."""
+    Returns (buffers, transitions collected). `axis_name`: the vmapped seed axis, if any."""
     c = agent.config
     n = task_ids.shape[0]
     out = rollout(
@@ -77,18 +77,20 @@ def collect_initial_pool(env, agent: Agent, params, bufs: buf.Buffers, tasks, ta
         length=scan_length(c.num_initial_steps, c.max_path_length), max_path_length=c.max_path_length,
         deterministic=False, choose_z=prior_z(agent),
         history=empty_history(n, 1, agent.obs_size, agent.action_size), history_size=jnp.zeros(n, jnp.int32),
+        axis_name=axis_name,
     )
     enc = buf.add(bufs.enc, task_ids, out.transitions, out.valid)
     rl = buf.add(bufs.rl, task_ids, out.transitions, out.valid)
     return buf.Buffers(rl=rl, enc=enc), jnp.sum(out.valid)
 
 
-def collect_visits(env, agent: Agent, params, bufs: buf.Buffers, tasks, task_ids, key):
+def collect_visits(env, agent: Agent, params, bufs: buf.Buffers, tasks, task_ids, key, axis_name=None):
     """One iteration's collection for the drawn `task_ids` (K,), with `tasks` their task pytrees.
 
     The prior, posterior and RL-only phases of every visit run in one rollout; the first two
     go to both buffers (after clearing the encoder buffer), the last to the RL buffer only.
     Returns (buffers, transitions collected, the rollout, whose `phase` tells the phases apart).
+    `axis_name`: the vmapped seed axis, if any.
     """
     c = agent.config
     k = task_ids.shape[0]
@@ -99,7 +101,7 @@ def collect_visits(env, agent: Agent, params, bufs: buf.Buffers, tasks, task_ids
         length=sum(scan_length(n, c.max_path_length) for n in steps), max_path_length=c.max_path_length,
         deterministic=False, choose_z=visit_z(agent, params["encoder"]),
         history=empty_history(k, bufs.enc.capacity, agent.obs_size, agent.action_size),
-        history_size=jnp.zeros(k, jnp.int32),
+        history_size=jnp.zeros(k, jnp.int32), axis_name=axis_name,
     )
     enc_valid = out.valid & (out.phase != EXTRA_RL)
     rl_valid = out.valid & (out.phase == EXTRA_RL)

@@ -37,7 +37,8 @@ def _buffer_posterior(agent: Agent, params, enc_buffer, buffer_ids, key):
     return agent.infer_posterior(params["encoder"], ctx, mask)
 
 
-def evaluation_rollout(env, agent: Agent, params, tasks, key, offline=None, enc_buffer=None, buffer_ids=None):
+def evaluation_rollout(env, agent: Agent, params, tasks, key, offline=None, enc_buffer=None, buffer_ids=None,
+                       axis_name=None):
     """Deterministic rollouts for E envs (tasks (E,)).
 
     Online envs follow the adaptation protocol above. Envs flagged `offline` (E,) instead run
@@ -45,6 +46,7 @@ def evaluation_rollout(env, agent: Agent, params, tasks, key, offline=None, enc_
     `embedding_batch_size` context of the encoder buffer of `buffer_ids` (E,)
     (`AverageTrainReturn_all_train_tasks`). Returns per-trajectory returns (E, K), trajectories
     per env (E,), the final online posterior (mean, variance) and the env steps per env (E,).
+    `axis_name`: the vmapped seed axis, if any.
     """
     c = agent.config
     n = jax.tree.leaves(tasks)[0].shape[0]
@@ -73,7 +75,7 @@ def evaluation_rollout(env, agent: Agent, params, tasks, key, offline=None, enc_
         record=(True,), length=scan_length(max(c.num_steps_per_eval, n_offline_traj * H), H),
         max_path_length=H, deterministic=True, choose_z=choose,
         history=empty_history(n, capacity, agent.obs_size, agent.action_size),
-        history_size=jnp.zeros(n, jnp.int32),
+        history_size=jnp.zeros(n, jnp.int32), axis_name=axis_name,
     )
     rewards = out.transitions.sparse_reward if c.sparse_rewards else out.transitions.reward
     returns = trajectory_returns(rewards, out.valid, out.traj_index, capacity)
@@ -91,8 +93,9 @@ def _last_return(returns, num_trajs):
     return jnp.take_along_axis(returns, (num_trajs - 1)[:, None], axis=1)[:, 0]
 
 
-def make_evaluate(env, agent: Agent, all_tasks, train_ids, test_ids):
-    """Returns `evaluate(params, enc_buffer, key) -> dict of arrays` (jit it).
+def make_evaluate(env, agent: Agent, all_tasks, train_ids, test_ids, axis_name=None):
+    """Returns `evaluate(params, enc_buffer, key) -> dict of arrays` (jit it; vmap it over seeds
+    with `axis_name`).
 
     Buffers are indexed by training-task id (train ids are 0..n_train-1)."""
     c = agent.config
@@ -111,7 +114,7 @@ def make_evaluate(env, agent: Agent, all_tasks, train_ids, test_ids):
         offline = jnp.arange(ids.shape[0]) >= n_online
         buffer_ids = jnp.where(offline, ids, 0)
         returns, num_trajs, (z_mean, z_var), steps = evaluation_rollout(
-            env, agent, params, task_at(all_tasks, ids), k_roll, offline, enc_buffer, buffer_ids
+            env, agent, params, task_at(all_tasks, ids), k_roll, offline, enc_buffer, buffer_ids, axis_name
         )
         test, train = slice(0, n_test * runs), slice(n_test * runs, n_online)
         last = _last_return(returns, num_trajs)

@@ -79,10 +79,12 @@ def rollout(
     history_size: jax.Array,
     record: tuple[bool, ...],
     phase_trajs=None,
+    axis_name: str | None = None,
 ) -> Rollout:
     """phase_steps / phase_trajs: int (E, P) quotas of steps / trajectories per phase (trajs
     default: no limit); record: static per-phase flags, whether a phase's steps enter `history`;
-    length: static scan length (use `scan_length` summed over phases)."""
+    length: static scan length (use `scan_length` summed over phases); axis_name: the vmapped
+    seed axis this rollout runs under, if any (see `_anyone`)."""
     num_envs = history_size.shape[0]
     hist_cap = history.reward.shape[1]
     phase_steps = jnp.asarray(phase_steps, jnp.int32)
@@ -121,7 +123,7 @@ def rollout(
             new_z = choose_z(k_z, phase, trajs, c["history"], c["history_size"])
             return _select(starting, fresh, state), _select(starting, new_z, z)
 
-        env_state, z = jax.lax.cond(jnp.any(starting), begin, lambda s: s, (c["env_state"], c["z"]))
+        env_state, z = jax.lax.cond(_anyone(starting, axis_name), begin, lambda s: s, (c["env_state"], c["z"]))
         active = jnp.where(c["need_start"], starting, c["active"])
         t = jnp.where(starting, 0, c["t"])
 
@@ -151,6 +153,16 @@ def rollout(
         traj_index=swap(traj_index), num_trajs=carry["done_trajs"],
         history=carry["history"], history_size=carry["history_size"],
     )
+
+
+def _anyone(flags, axis_name: str | None):
+    """Whether any env starts a trajectory. Under a vmapped seed axis the answer is agreed over
+    all seeds: a predicate that differs per seed would turn the `lax.cond` into a select that
+    resets envs and infers posteriors on every step."""
+    anyone = jnp.any(flags)
+    if axis_name is None:
+        return anyone
+    return jax.lax.psum(anyone.astype(jnp.int32), axis_name) > 0
 
 
 def trajectory_returns(rewards: jax.Array, valid: jax.Array, traj_index: jax.Array, max_trajs: int):

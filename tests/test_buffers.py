@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pearl_jax import buffers as B
-from pearl_jax.config import PearlConfig
+from pearl_jax.config import PearlConfig, validate
 
 O, A = 3, 2
 
@@ -159,7 +159,7 @@ def test_add_visits_reference_order():
 
 
 def reference(**kw):
-    return PearlConfig().replace(**kw)
+    return validate(PearlConfig().replace(**kw))
 
 
 def test_capacities_from_reference_configs():
@@ -167,14 +167,14 @@ def test_capacities_from_reference_configs():
     rl, enc = B.buffer_capacities(cheetah_vel, 100)
     assert (rl, enc) == (2199 + 59 * 1398, 2199)
     assert 27_000 < rl < 100_000  # above the mean collected (~27k), far below 1e6
-    point = reference(max_path_length=20, n_train_tasks=80, num_initial_steps=200,
+    point = reference(max_path_length=20, num_initial_steps=200,
                       num_steps_prior=200, num_extra_rl_steps_posterior=200)
     assert B.buffer_capacities(point, 80) == (219 + 69 * 438, 219)
     sparse_point = point.replace(num_tasks_sample=10, num_steps_prior=100,
                                  num_steps_posterior=900, num_extra_rl_steps_posterior=0)
     rl, enc = B.buffer_capacities(sparse_point, 80)
     assert enc == 119 + 919 and rl < 1e6
-    cheetah_dir = reference(n_train_tasks=2, num_steps_prior=1000, num_extra_rl_steps_posterior=1000)
+    cheetah_dir = reference(num_steps_prior=1000, num_extra_rl_steps_posterior=1000)
     assert B.buffer_capacities(cheetah_dir, 2)[0] == 1_000_000  # capped, FIFO like the reference
     n = B.buffers_nbytes(100, 20, 6, *B.buffer_capacities(cheetah_vel, 100))
     assert n == 100 * (84681 + 2199) * 49 * 4 + 2 * 2 * 100 * 4  # data + int32 counters

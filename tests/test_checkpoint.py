@@ -11,27 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import struct
 
 from pearl_jax import buffers as B
 from pearl_jax.agent import Agent
 from pearl_jax.checkpoint import Checkpointer, CheckpointError
 from pearl_jax.config import PearlConfig
+from pearl_jax.train import RunState
 
 OBS, ACT, TASKS = 4, 2, 3
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@struct.dataclass
-class RunState:
-    """Shaped like the trainer's RunState: learner, buffers, RNG key and int32 counters."""
-
-    train: object
-    buffers: B.Buffers
-    key: jax.Array
-    iteration: jax.Array
-    env_steps: jax.Array
-    grad_steps: jax.Array
 
 
 def _scramble(tree, seed):
@@ -64,12 +52,12 @@ def make_state(seed=0, net_size=16, rl_cap=40, enc_cap=12):
         rl=B.add(buf.rl, jnp.array([0, 2]), batch, valid), enc=B.add(buf.enc, jnp.array([1, 1]), batch, valid)
     )
     return RunState(
-        train=train,
+        learner=train.replace(step=jnp.int32(567 + seed)),
         buffers=buf,
         key=jax.random.fold_in(jax.random.key(seed + 4), 9),
+        eval_key=jax.random.key(seed + 5),
         iteration=jnp.int32(3 + seed),
         env_steps=jnp.int32(1234 + seed),
-        grad_steps=jnp.int32(567 + seed),
     )
 
 
@@ -111,9 +99,9 @@ def test_round_trip_is_exact(tmp_path):
     assert_same(restored, host, abstract)
     assert extra == meta(7)
     assert isinstance(restored, RunState) and isinstance(restored.buffers.rl.data, B.Transition)
-    adam = restored.train.opt_state["policy"]
+    adam = restored.learner.opt_state["policy"]
     assert isinstance(adam[0], optax.ScaleByAdamState) and isinstance(adam[1], optax.EmptyState)
-    assert restored.train.key.dtype == jax.random.key(0).dtype
+    assert restored.learner.key.dtype == jax.random.key(0).dtype
     # the restored state is usable: the key splits, the counters are int32 arrays
     jax.random.split(restored.key)
     assert restored.iteration.dtype == jnp.int32
@@ -159,9 +147,9 @@ def test_mismatched_target_names_what_differs(tmp_path):
         with pytest.raises(CheckpointError) as err:
             ck.restore(target=jax.eval_shape(lambda: make_state(net_size=32, rl_cap=80)))
         msg = str(err.value)
-        assert "79 leaves differ, under: buffers.rl.data (6), train.opt_state.policy" in msg
-        assert "train.params.policy (" in msg and "train.params.encoder" not in msg
-        first_layer = "train.opt_state.policy.0.mu.MLP_0.Dense_0.kernel"
+        assert "79 leaves differ, under: buffers.rl.data (6), learner.opt_state.policy" in msg
+        assert "learner.params.policy (" in msg and "learner.params.encoder" not in msg
+        first_layer = "learner.opt_state.policy.0.mu.MLP_0.Dense_0.kernel"
         assert f"{first_layer}: checkpoint float32[9, 16] vs target float32[9, 32]" in msg
         assert "buffers.rl.data.obs: checkpoint float32[3, 40, 4] vs target float32[3, 80, 4]" in msg
         # a counter changing dtype (Orbax alone would cast silently) and a new field

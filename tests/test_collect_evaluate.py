@@ -10,7 +10,7 @@ from pearl_jax import buffers as buf
 from pearl_jax.collect import EXTRA_RL, PRIOR, collect_visits
 from pearl_jax.evaluate import online_adaptation
 from pearl_jax.rollout import empty_history, rollout, scan_length
-from pearl_jax.train import Trainer
+from pearl_jax.train import Trainer, seed_slice
 
 
 def _trainer(**overrides):
@@ -22,9 +22,10 @@ def _trainer(**overrides):
 
 
 @pytest.fixture(scope="module")
-def trained_state():
+def initial_state():
+    """An untrained learner with the initial pool collected (one seed of the batch)."""
     tr = _trainer()
-    return tr, tr.init(jax.random.key(0))
+    return tr, seed_slice(tr.init(tr.seeds()), 0)
 
 
 def _other_encoder(tr, params):
@@ -32,16 +33,16 @@ def _other_encoder(tr, params):
     return {**params, "encoder": other}
 
 
-def test_initial_pool_fills_both_buffers_with_whole_trajectories(trained_state):
-    tr, state = trained_state
+def test_initial_pool_fills_both_buffers_with_whole_trajectories(initial_state):
+    tr, state = initial_state
     sizes_rl, sizes_enc = np.asarray(state.buffers.rl.size), np.asarray(state.buffers.enc.size)
     # 40 steps requested, paths of 20 that never terminate: exactly 2 trajectories per task
     assert np.all(sizes_rl == 40) and np.all(sizes_enc == 40)
     assert int(state.env_steps) == 40 * tr.n_train
 
 
-def test_visit_clears_encoder_buffer_and_grows_rl_buffer(trained_state):
-    tr, state = trained_state
+def test_visit_clears_encoder_buffer_and_grows_rl_buffer(initial_state):
+    tr, state = initial_state
     drawn = jnp.array([3, 7, 3])  # task 3 drawn twice: its encoder buffer keeps the later visit
     bufs, collected, out = collect_visits(
         tr.env, tr.agent, state.learner.params, state.buffers, task_at(tr.tasks, drawn), drawn, jax.random.key(1)
@@ -64,8 +65,8 @@ def test_visit_clears_encoder_buffer_and_grows_rl_buffer(trained_state):
     assert np.nonzero(prior[0])[0].max() < np.nonzero(extra[0])[0].min()
 
 
-def test_prior_phase_and_first_posterior_trajectory_ignore_the_encoder(trained_state):
-    tr, state = trained_state
+def test_prior_phase_and_first_posterior_trajectory_ignore_the_encoder(initial_state):
+    tr, state = initial_state
     drawn = jnp.array([1, 2])
     key = jax.random.key(5)
     args = (tr.env, tr.agent)
@@ -84,8 +85,8 @@ def test_prior_phase_and_first_posterior_trajectory_ignore_the_encoder(trained_s
 
 
 @pytest.mark.parametrize("num_exp", [1, 2])
-def test_evaluation_uses_context_only_after_exploration(trained_state, num_exp):
-    tr, state = trained_state
+def test_evaluation_uses_context_only_after_exploration(initial_state, num_exp):
+    tr, state = initial_state
     # Flax's standard init gives a policy whose actions visibly depend on z
     cfg = tr.config.replace(num_exp_traj_eval=num_exp, init_scheme="flax")
     agent = tr.agent.__class__(cfg, tr.agent.obs_size, tr.agent.action_size)

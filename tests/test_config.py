@@ -10,9 +10,11 @@ import sys
 import pytest
 
 import envs
-from experiments import cli, configs
-from experiments.cli import ConfigError, config_from_json, config_to_json, parse_command_line, validate
-from pearl_jax.config import PearlConfig
+from experiments import configs
+from experiments.cli import parse_command_line
+from pearl_jax.config import FIELDS, ConfigError, PearlConfig, format_value, validate
+from pearl_jax.config import from_json as config_from_json
+from pearl_jax.config import to_json as config_to_json
 
 # PEARL_SPEC.md 5.2, transcribed independently of experiments/configs.py:
 # n_train, n_eval, horizon, next_obs, sparse | initial, tasks_sample, prior, posterior, extra |
@@ -29,7 +31,7 @@ SPEC = {
     "sparse-point-robot": (80, 20, 20, 0, 1, 200, 10, 100, 900, 0, 16, 1000, 256, 1024, 100, 1., .9, 2, 400, 5),
 }
 SPEC_FIELDS = (
-    "n_train_tasks", "n_eval_tasks", "max_path_length", "use_next_obs_in_context", "sparse_rewards",
+    "max_path_length", "use_next_obs_in_context", "sparse_rewards",
     "num_initial_steps", "num_tasks_sample", "num_steps_prior", "num_steps_posterior",
     "num_extra_rl_steps_posterior", "meta_batch", "num_train_steps_per_itr", "batch_size",
     "embedding_batch_size", "reward_scale", "kl_lambda", "discount", "num_evals",
@@ -46,12 +48,16 @@ def test_every_registered_task_has_a_reference_config():
 
 @pytest.mark.parametrize("task", list(SPEC))
 def test_reference_config_holds_spec_values_and_validates(task):
-    config = configs.get_config(task)
+    raw = configs.get_config(task)
+    assert raw.max_path_length is None  # the horizon is the env family's, not repeated here
+    config = validate(raw)
+    assert config == raw.replace(max_path_length=envs.env_class(task).max_path_length)
     assert validate(config) is config
     assert config.task == task
     got = tuple(getattr(config, f) for f in SPEC_FIELDS)
-    for field, want, value in zip(SPEC_FIELDS, SPEC[task], got):
-        assert value == want and type(value) is type(getattr(PearlConfig(), field)), (field, value)
+    for field, want, value in zip(SPEC_FIELDS, SPEC[task][2:], got):
+        kind = int if field == "max_path_length" else type(getattr(PearlConfig(), field))
+        assert value == want and type(value) is kind, (field, value)
     for field, want in COMMON.items():
         assert getattr(config, field) == want, field
     assert config.env_kwargs == () and config.target_entropy is None
@@ -67,11 +73,28 @@ def test_spot_checks_named_in_the_brief():
 
 
 @pytest.mark.parametrize("name", ["point-robot", "sparse-point-robot"])
-def test_task_table_agrees_with_the_cheap_envs(name):
-    env, family = envs.make(name), configs.TASK_FAMILIES[name]
-    assert (env.n_train_tasks, env.n_test_tasks) == (family.n_train, family.n_eval)
-    assert env.max_path_length == family.max_path_length
-    assert bool(env.has_sparse_reward) == family.has_sparse_reward
+def test_the_env_owns_task_counts_horizon_and_sparse_reward(name):
+    env, spec = envs.make(name), SPEC[name]
+    assert (env.n_train_tasks, env.n_test_tasks) == spec[:2]
+    assert env.max_path_length == spec[2] == validate(configs.get_config(name)).max_path_length
+    assert bool(env.has_sparse_reward) == bool(spec[4])
+
+
+def test_the_library_refuses_what_the_command_line_refuses():
+    """Trainer(config) validates like the CLI: a horizon of the wrong family is impossible
+    (None resolves to the env's), and a bad value raises the same one-line ConfigError."""
+    from pearl_jax.train import Trainer
+
+    assert validate(PearlConfig(task="point-robot")).max_path_length == 20
+    with pytest.raises(ConfigError, match=r"^--sparse_rewards=true: point-robot has no sparse reward"):
+        Trainer(PearlConfig(task="point-robot", sparse_rewards=True))
+    with pytest.raises(ConfigError, match=r"^--meta_batch=0: must be a positive integer$"):
+        Trainer(PearlConfig(task="point-robot", meta_batch=0))
+    with pytest.raises(ConfigError) as cli_error:
+        parse("--task", "point-robot", "--meta_batch=0")
+    with pytest.raises(ConfigError) as lib_error:
+        validate(PearlConfig(task="point-robot", meta_batch=0))
+    assert str(cli_error.value) == str(lib_error.value)
 
 
 def test_unknown_task_lists_valid_ones():
@@ -88,7 +111,7 @@ def test_presets_apply_to_every_task_and_validate(task, preset):
         assert getattr(config, field) == value
     # presets never touch the task set, horizon or evaluation protocol
     ref = configs.get_config(task)
-    for field in ("task", "n_train_tasks", "n_eval_tasks", "max_path_length", "num_steps_per_eval",
+    for field in ("task", "env_kwargs", "max_path_length", "num_steps_per_eval",
                   "num_exp_traj_eval", "sparse_rewards", "discount"):
         assert getattr(config, field) == getattr(ref, field)
 
@@ -112,7 +135,7 @@ def test_overrides_of_every_field_type():
     assert (c.meta_batch, c.discount, c.recurrent, c.use_next_obs_in_context) == (7, 0.95, False, True)
     assert (c.init_scheme, c.sac_variant, c.target_entropy, c.seed) == ("flax", "twin_q", -3.0, 11)
     assert c.env_kwargs == (("goal_radius", 0.3), ("n_train", 60))
-    assert c.n_train_tasks == 60 and c.n_eval_tasks == 20  # the resized task set carries the count
+    assert c.max_path_length == 20  # resolved from the family
     bare = parse("--task", "point-robot", "--recurrent", "--meta_batch=3")
     assert bare.recurrent is True and bare.meta_batch == 3
     none = parse("--task", "point-robot", "--sac_variant=twin_q", "--target_entropy=none")
@@ -122,10 +145,10 @@ def test_overrides_of_every_field_type():
 @pytest.mark.parametrize("task", list(SPEC))
 def test_every_field_is_a_flag(task):
     """Passing every field at its reference value reproduces the reference config."""
-    ref = configs.get_config(task)
-    argv = [f"--{f}={cli._fmt(getattr(ref, f))}" for f in cli.FIELDS if f != "env_kwargs"]
+    ref = validate(configs.get_config(task))
+    argv = [f"--{f}={format_value(getattr(ref, f))}" for f in FIELDS if f != "env_kwargs"]
     assert parse(*argv) == ref
-    assert set(cli.FIELDS) == {f.name for f in dataclasses.fields(PearlConfig)}
+    assert set(FIELDS) == {f.name for f in dataclasses.fields(PearlConfig)}
 
 
 @pytest.mark.parametrize("task", list(SPEC))
@@ -133,7 +156,7 @@ def test_json_round_trip_is_exact(task):
     for config in (configs.get_config(task), configs.apply_preset(configs.get_config(task), "tiny")):
         again = config_from_json(config_to_json(config))
         assert again == config and hash(again) == hash(config)
-        assert [type(getattr(again, f)) for f in cli.FIELDS] == [type(getattr(config, f)) for f in cli.FIELDS]
+        assert [type(getattr(again, f)) for f in FIELDS] == [type(getattr(config, f)) for f in FIELDS]
     odd = configs.get_config(task).replace(env_kwargs=(("a", True), ("b", 0.1)), target_entropy=-2.5)
     assert config_from_json(config_to_json(odd)) == odd
 
@@ -163,8 +186,12 @@ BAD = [  # argv after --task point-robot, the flag the message must name, the ba
     (["--reward_scale=nan"], "reward_scale", "nan"),
     (["--init_scheme=xavier"], "init_scheme", "xavier"),
     (["--sac_variant=v2"], "sac_variant", "v2"),
-    (["--n_train_tasks=50"], "n_train_tasks", "50"),
-    (["--n_eval_tasks=30"], "n_eval_tasks", "30"),
+    (["--max_path_length=0"], "max_path_length", "0"),
+    (["--num_seeds=0"], "num_seeds", "0"),
+    (["--task_shards=3"], "task_shards", "3"),
+    (["--task_shards=0"], "task_shards", "0"),
+    (["--coordinator=localhost"], "coordinator", "localhost"),
+    (["--coordinator=localhost:1", "--num_processes=2", "--process_id=2"], "process_id", "2"),
     (["--num_exp_traj_eval=3"], "num_exp_traj_eval", "3"),
     (["--num_steps_per_eval=20"], "num_steps_per_eval", "20"),
     (["--sparse_rewards=true"], "sparse_rewards", "true"),
@@ -224,7 +251,7 @@ def test_out_dir_must_be_new_or_empty(tmp_path):
 
 
 def test_resume_reads_saved_config_and_allows_only_schedule_changes(tmp_path):
-    saved = configs.apply_preset(configs.get_config("point-robot"), "tiny").replace(seed=3)
+    saved = validate(configs.apply_preset(configs.get_config("point-robot"), "tiny").replace(seed=3))
     (tmp_path / "config.json").write_text(config_to_json(saved))
     request = parse_command_line(["--resume", str(tmp_path), "--num_iterations=9", "--seed=3"])
     assert request.config == saved.replace(num_iterations=9)
@@ -243,7 +270,7 @@ def test_help_lists_every_field_with_default_and_type(capsys):
         parse_command_line(["--task", "sparse-point-robot", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for field in cli.FIELDS:
+    for field in FIELDS:
         if field != "env_kwargs":
             assert f"--{field} " in out
     assert "--discount" in out and "float" in out and "default 0.9" in out

@@ -6,7 +6,7 @@ import pytest
 
 from envs.base import task_at
 from experiments.configs import apply_preset, get_config
-from pearl_jax.train import Trainer
+from pearl_jax.train import Trainer, seed_slice
 
 
 def oracle_return(env, tasks, key, episodes: int = 8) -> float:
@@ -31,10 +31,10 @@ def oracle_return(env, tasks, key, episodes: int = 8) -> float:
 def test_point_robot_learns_on_the_cpu_preset():
     config = apply_preset(get_config("point-robot"), "cpu-small")
     trainer = Trainer(config)
-    state = trainer.init(jax.random.key(config.seed))
-    before = trainer.evaluate(state)
+    state = trainer.init(trainer.seeds())  # a batch of one seed
+    before = seed_slice(trainer.evaluate(state), 0)
     state, _ = trainer.run_chunk(state, config.num_iterations)
-    after = trainer.evaluate(state)
+    after = seed_slice(trainer.evaluate(state), 0)
     test_oracle = oracle_return(trainer.env, task_at(trainer.tasks, trainer.test_ids), jax.random.key(1))
     train_oracle = oracle_return(trainer.env, task_at(trainer.tasks, trainer.train_ids), jax.random.key(2))
     online = "AverageReturn_all_test_tasks"  # the paper's metric: online adaptation on test tasks

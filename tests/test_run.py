@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import run
-from experiments.cli import config_from_json
+from pearl_jax.config import from_json as config_from_json
 from pearl_jax.checkpoint import Checkpointer
 from pearl_jax.train import Trainer
 
@@ -28,9 +28,8 @@ def _final_state(run_dir):
     with open(os.path.join(run_dir, "config.json")) as f:
         config = config_from_json(f.read())
     trainer = Trainer(config)
-    target = jax.eval_shape(trainer.init, jax.random.key(config.seed))
     ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), keep=config.keep_checkpoints)
-    state, _ = ckpt.restore(target=target)
+    state, _ = ckpt.restore(target=trainer.abstract_state())
     ckpt.close()
     return state
 
@@ -46,7 +45,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     assert [r["Epoch"] for r in rows_a] == ["1", "2", "3", "4"]
     assert rows_a == rows_b  # every metric, to the last printed digit
     sa, sb = _final_state(a), _final_state(b)
-    assert int(sa.iteration) == 4 and int(sa.learner.step) == int(sb.learner.step)
+    assert int(sa.iteration[0]) == 4 and int(sa.learner.step[0]) == int(sb.learner.step[0])
     leaves_a, leaves_b = jax.tree.leaves(sa), jax.tree.leaves(sb)
     for x, y in zip(leaves_a, leaves_b):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
