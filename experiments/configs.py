@@ -1,7 +1,7 @@
 """The reference configuration of every task, and reduced presets.
 
 Each entry of `REFERENCE` is the oyster HEAD config of one task after merging its json over
-`configs/default.py` (PEARL_SPEC.md 5.2, Tables A-D); `PearlConfig`'s own defaults are the
+`configs/default.py` (docs/reference.md §5.3, Tables A-D); `PearlConfig`'s own defaults are the
 values common to all tasks, so only what differs is written here. The task-set table
 (`TASK_FAMILIES`) lets validation check task counts without building an env: MuJoCo envs are
 slow to build, and a wrong count should fail before anything is compiled.
@@ -29,7 +29,7 @@ class TaskFamily:
     train_equals_test: bool = False  # cheetah-dir / ant-dir: both splits are the same 2 tasks
 
 
-# Table A. Keep in step with envs/*: tests compare it with the envs that are cheap to build.
+# docs/reference.md Table A. Keep in step with envs/*: tests compare it with the cheap envs.
 TASK_FAMILIES: dict[str, TaskFamily] = {
     "cheetah-dir": TaskFamily(2, 2, 200, train_equals_test=True),
     "cheetah-vel": TaskFamily(100, 30, 200),
@@ -91,7 +91,7 @@ REFERENCE: dict[str, PearlConfig] = {
         num_initial_steps=200, num_steps_prior=200, num_extra_rl_steps_posterior=200,
         num_train_steps_per_itr=1000, embedding_batch_size=64, reward_scale=100.0,
         num_evals=2, num_steps_per_eval=60,
-        num_exp_traj_eval=1,  # the reference default; the json does not set it (spec 4.3)
+        num_exp_traj_eval=1,  # reference default, unset in the json (docs/reference.md §4.3)
     ),
     "sparse-point-robot": _ref(
         "sparse-point-robot",

@@ -1,6 +1,6 @@
 """Every knob of a PEARL run, as one frozen dataclass.
 
-Defaults are the reference's common values (PEARL_SPEC.md Table C "Common to all" and
+Defaults are the reference's common values (docs/reference.md §5.3, after Table C; oyster
 configs/default.py); per-task values live in `experiments/configs.py`. The config is static
 (hashable) so it can be closed over by jitted functions: every field that changes a shape or
 the program's structure is a compile-time constant.
@@ -22,7 +22,7 @@ class PearlConfig:
     # hashable, e.g. (("forward_backward", False),) for ant-dir with random directions
     env_kwargs: tuple = ()
 
-    # --- networks (section 2) -------------------------------------------------------------
+    # --- networks (docs/reference.md §2) --------------------------------------------------
     latent_size: int = 5
     net_size: int = 300  # width of the 3 hidden layers of policy, Q and V
     encoder_size: int = 200  # width of the 3 hidden layers of the context encoder
@@ -32,7 +32,7 @@ class PearlConfig:
     use_next_obs_in_context: bool = False
     sparse_rewards: bool = False  # context reward = info['sparse_reward'] (1.6)
 
-    # --- SAC and the information bottleneck (section 3) -----------------------------------
+    # --- SAC and the information bottleneck (docs/reference.md §3) ------------------------
     sac_variant: str = "v1"  # "v1": the reference (V, target V, fixed temperature);
     #                          "twin_q": twin target Qs and a learned temperature
     reward_scale: float = 5.0
@@ -54,7 +54,7 @@ class PearlConfig:
     batch_size: int = 256
     embedding_batch_size: int = 100
 
-    # --- data collection (section 1) -------------------------------------------------------
+    # --- data collection (docs/reference.md §1) --------------------------------------------
     num_iterations: int = 500
     num_initial_steps: int = 2000
     num_tasks_sample: int = 5
@@ -67,7 +67,7 @@ class PearlConfig:
     rl_buffer_capacity: int = 0
     enc_buffer_capacity: int = 0
 
-    # --- evaluation (section 4) -------------------------------------------------------------
+    # --- evaluation (docs/reference.md §4) --------------------------------------------------
     num_evals: int = 1
     num_steps_per_eval: int = 600
     num_exp_traj_eval: int = 2
