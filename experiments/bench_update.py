@@ -29,7 +29,7 @@ from pearl_jax.agent import Agent
 from pearl_jax.buffers import Transition
 from pearl_jax.config import PearlConfig
 
-# cheetah-vel at the reference's sizes (PEARL_SPEC Table C): obs 20, act 6
+# cheetah-vel at the reference's sizes (docs/reference.md §5.3 Tables A, C): obs 20, act 6
 REFERENCE = dict(meta_batch=16, batch_size=256, embedding_batch_size=100, latent_size=5,
                  net_size=300, encoder_size=200, obs=20, act=6)
 QUICK = dict(meta_batch=4, batch_size=32, embedding_batch_size=16, latent_size=3,

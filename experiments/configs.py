@@ -1,7 +1,7 @@
 """The reference configuration of every task, and reduced presets.
 
 Each entry of `REFERENCE` is the oyster HEAD config of one task after merging its json over
-`configs/default.py` (docs/reference.md, the configuration tables); `PearlConfig`'s own
+`configs/default.py` (docs/reference.md §5.3, Tables A-D); `PearlConfig`'s own
 defaults are the values common to all tasks, so only what differs is written here. The task
 set and horizon are not repeated: they belong to the task's env class.
 """
@@ -55,7 +55,7 @@ REFERENCE: dict[str, PearlConfig] = {
         num_initial_steps=200, num_steps_prior=200, num_extra_rl_steps_posterior=200,
         num_train_steps_per_itr=1000, embedding_batch_size=64, reward_scale=100.0,
         num_evals=2, num_steps_per_eval=60,
-        num_exp_traj_eval=1,  # the reference default; the json does not set it (spec 4.3)
+        num_exp_traj_eval=1,  # the reference default; the json does not set it (docs/reference.md §4.3)
     ),
     "sparse-point-robot": _ref(
         "sparse-point-robot",

@@ -1,10 +1,10 @@
 """Per-task replay storage: the RL buffer and the encoder buffer, as one preallocated pytree.
 
-PEARL keeps two FIFO buffers per training task (PEARL_SPEC.md 1.1, 1.5): the RL buffer holds
+PEARL keeps two FIFO buffers per training task (docs/reference.md §1.1, §1.5): the RL buffer holds
 everything ever collected in the task; the encoder buffer holds only the latest visit's prior
 (and posterior) data, or the initial pool, and is cleared each time the task is re-selected.
 Here both are ring buffers with a leading task axis, so every operation is a pure, jittable
-function of fixed shapes. Terminal transitions are stored like any other (spec 8.1);
+function of fixed shapes. Terminal transitions are stored like any other (docs/reference.md §6);
 `terminal` marks env termination only, never a time-limit end.
 
 Logical row i of a task (0 = oldest) lives at physical row (insert_pos - size + i) % capacity.
@@ -203,7 +203,7 @@ def add_visits(
     rl_batch: Transition,
     rl_valid: jax.Array,
 ) -> Buffers:
-    """Record K task visits of one iteration (spec 1.3 A), in order.
+    """Record K task visits of one iteration (docs/reference.md §1.3 A), in order.
 
     Per visit k: clear the task's encoder buffer, add enc_batch[k] (prior + posterior phases,
     (K, S1, ...)) to both buffers, then rl_batch[k] (extra RL phase, (K, S2, ...)) to the RL
@@ -261,7 +261,7 @@ def context_dim(obs_dim: int, act_dim: int, use_next_obs: bool) -> int:
 
 def context_from_transitions(t: Transition, use_next_obs: bool, sparse: bool) -> jax.Array:
     """Encoder input [obs, action, reward(, next_obs)] (..., D); reward is raw (no reward_scale),
-    the sparse one when `sparse`; terminals are never part of the context (spec 1.6)."""
+    the sparse one when `sparse`; terminals are never part of the context (docs/reference.md §1.6)."""
     reward = t.sparse_reward if sparse else t.reward
     parts = [t.obs, t.action, reward[..., None]] + ([t.next_obs] if use_next_obs else [])
     return jnp.concatenate(parts, axis=-1).astype(jnp.float32)

@@ -1,4 +1,4 @@
-"""Training-time data collection, exactly the reference's phases (PEARL_SPEC 1.2-1.5), batched.
+"""Training-time data collection, the reference's phases (docs/reference.md §1.2-1.5), batched.
 
 A *visit* is one draw of a training task in an iteration: clear its encoder buffer, collect a
 prior phase (both buffers), a posterior phase (both buffers) and an extra RL-only posterior

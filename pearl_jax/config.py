@@ -1,7 +1,7 @@
 """Every knob of a PEARL run, as one frozen dataclass, and the one check of it.
 
-Defaults are the reference's values common to all tasks (docs/reference.md, the configuration
-tables); per-task values live in `experiments/configs.py`. The task family owns its own facts:
+Defaults are the reference's values common to all tasks (docs/reference.md §5.3 and
+oyster configs/default.py); per-task values live in `experiments/configs.py`. The task family owns its own facts:
 the horizon is the env class's `max_path_length` (a config's `None` means "the family's") and
 the task counts are the env's, changed only through `env_kwargs`. `validate` is the single
 gate: `Trainer(config)` and the command line both call it, so the library and the CLI refuse

@@ -1,4 +1,4 @@
-"""Meta-test protocol of the reference (PEARL_SPEC section 4), with every task and run in parallel.
+"""Meta-test protocol of the reference (docs/reference.md §4), with every task and run in parallel.
 
 Online adaptation run, per (task, run): reset the belief to the prior; roll out whole
 trajectories with deterministic actions until `num_steps_per_eval` transitions; trajectories

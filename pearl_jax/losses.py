@@ -2,7 +2,7 @@
 
 `make_update(agent)` returns `update(state, rl_batch, context, key, context_mask=None)`.
 rl_batch: a Transition with leading (T, B); context: (T, N, D). The faithful variant "v1"
-reproduces the reference step in its order (PEARL_SPEC section 3):
+reproduces the reference step in its order (docs/reference.md §3):
   1. posterior from the context, one reparameterised z per task;
   2. critic loss (Q1, Q2 against reward_scale * r + (1 - d) * discount * V_target(s', z)) plus
      kl_lambda * KL summed over tasks; Adam step for Q1, Q2 and the encoder together;

@@ -1,6 +1,6 @@
 """Flax modules: context encoder (MLP or LSTM), tanh-Gaussian policy, twin Q, V.
 
-Initialisation follows the reference by default ("rlkit", PEARL_SPEC 2.2): hidden kernels
+Initialisation follows the reference by default ("rlkit", docs/reference.md §2.2): hidden kernels
 U(-1/sqrt(fan_out), 1/sqrt(fan_out)) (PyTorch's weight is (out, in) and rlkit reads its first
 axis), hidden biases 0.1, and small uniform output layers. "flax" gives Flax's standard
 LeCun-normal kernels and zero biases instead.

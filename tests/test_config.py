@@ -1,4 +1,4 @@
-"""Reference configs hold the spec's values; the command line resolves, validates and rejects."""
+"""Configs hold the values of docs/reference.md §5.3; the CLI resolves, validates and rejects."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +16,7 @@ from pearl_jax.config import FIELDS, ConfigError, PearlConfig, format_value, val
 from pearl_jax.config import from_json as config_from_json
 from pearl_jax.config import to_json as config_to_json
 
-# PEARL_SPEC.md 5.2, transcribed independently of experiments/configs.py:
+# docs/reference.md §5.3 Tables A-D, transcribed independently of experiments/configs.py:
 # n_train, n_eval, horizon, next_obs, sparse | initial, tasks_sample, prior, posterior, extra |
 # meta_batch, train_steps, batch, embedding, reward_scale, kl, discount | evals, steps_eval, exp_traj
 SPEC = {
