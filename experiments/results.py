@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,6 +234,55 @@ def _row(task, run, name, step, ref) -> TableRow:
         ci_low=float(lo), ci_high=float(hi),
         ref_mean=ref_mean, ref_std=ref_std, ref_runs=ref.n_runs if ref else 0,
     )
+
+
+_ONLINE_TEST = re.compile(r"^online-test-iter(\d+)\.npy$")  # progress.ProgressLog's file names
+
+
+@dataclass(frozen=True)
+class OnlineReturns:
+    """Meta-test adaptation at one evaluation: mean return per trajectory index, per seed."""
+
+    iteration: int
+    returns: np.ndarray  # [seed, trajectory]
+    num_exploration: int  # the first this many trajectories sample z from the prior
+
+
+def _online_files(seed: SeedCurve) -> dict[int, str]:
+    folder = os.path.join(seed.path, rundir.ONLINE)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return {int(m.group(1)): os.path.join(folder, n) for n in names if (m := _ONLINE_TEST.match(n))}
+
+
+def online_returns(run: Run, iteration: int | None = None) -> OnlineReturns:
+    """The test tasks' adaptation curve at `iteration` (default: the latest all seeds saved)."""
+    files = [_online_files(s) for s in run.seeds]
+    shared = sorted(set.intersection(*(set(f) for f in files)))
+    if not shared:
+        raise ResultsError(f"{run.path}: no online-test returns saved yet (in {rundir.ONLINE}/)")
+    if iteration is None:
+        iteration = shared[-1]
+    elif iteration not in shared:
+        raise ResultsError(f"--iteration={iteration}: {run.path} has online returns for iterations "
+                           f"{_ranges(shared)}")
+    try:
+        curves = [np.load(f[iteration]).astype(float).ravel() for f in files]
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{run.path}: unreadable online returns of iteration {iteration} ({exc})") from None
+    if len({c.size for c in curves}) > 1:
+        raise ResultsError(f"{run.path}: seeds saved online returns of different lengths at iteration {iteration}")
+    explore = int(run.seeds[0].config.get("num_exp_traj_eval", 0))
+    return OnlineReturns(iteration, np.stack(curves), min(explore, curves[0].size))
+
+
+def _ranges(values: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3, 5'."""
+    parts, start = [], values[0]
+    for prev, cur in zip(values, values[1:] + [None]):
+        if cur is None or cur != prev + 1:
+            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = cur
+    return ", ".join(parts)
 
 
 _NA = "n/a"
