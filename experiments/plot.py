@@ -62,13 +62,16 @@ def curves_figure(runs: list[results.Run], tasks: list[str], reference: bool = T
     fig, axes = _panels(len(tasks))
     colors = {id(run): f"C{i}" for i, run in enumerate(runs)}
     for ax, task in zip(axes, tasks):
-        for run in (r for r in runs if r.task == task):
+        mine = [r for r in runs if r.task == task]
+        for run in mine:
             c = results.mean_curve(run)
-            ax.plot(c.env_steps, c.mean, color=colors[id(run)], lw=1.8, label=f"{run.label} ({_band_text(c.n_seeds)})")
+            ax.plot(c.env_steps, c.mean, color=colors[id(run)], lw=1.8,
+                    label=f"{run.label} ({_band_text(c.n_seeds)})")
             if c.n_seeds > 1:
                 ax.fill_between(c.env_steps, c.ci_low, c.ci_high, color=colors[id(run)], alpha=0.25, lw=0)
+        has_curve = bool(mine)
         if reference:
-            _draw_reference(ax, task)
+            has_curve |= _draw_reference(ax, task)
         ax.set_title(task)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("meta-test return")
@@ -77,12 +80,17 @@ def curves_figure(runs: list[results.Run], tasks: list[str], reference: bool = T
             ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_major_formatter(FuncFormatter(_steps_text))
+        if not has_curve:  # baselines' final returns only: no step axis to show
+            ax.set_xticks([])
+            ax.set_xticks([], minor=True)
+            ax.set_xlabel("no curve published: baselines' final returns only")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     return fig
 
 
-def _draw_reference(ax, task: str) -> None:
+def _draw_reference(ax, task: str) -> bool:
+    """The official curve and the baselines' final returns; True if there was a curve."""
     ref = reference_curves.curve(task)
     if ref is not None:
         ax.plot(ref.env_steps, ref.mean, color=_REFERENCE_COLOR, lw=1.4,
@@ -93,6 +101,7 @@ def _draw_reference(ax, task: str) -> None:
         color, style = _BASELINE_STYLE[name]
         ax.axhline(base.mean, color=color, ls=style, lw=1.2,
                    label=f"{name} final, after {base.env_steps / 1e6:.0f}M steps ({base.n_runs} runs)")
+    return ref is not None
 
 
 def online_figure(runs: list[results.Run], iteration: int | None = None) -> Figure:
@@ -126,7 +135,7 @@ def online_figure(runs: list[results.Run], iteration: int | None = None) -> Figu
         ax.set_ylabel("mean return per trajectory")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     return fig
 
 

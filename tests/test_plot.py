@@ -106,6 +106,11 @@ def test_reference_alone_for_tasks_without_runs(tmp_path, capsys):
     out = tmp_path / "ref.png"
     assert plot.main(["--task", "ant-dir,hopper-rand-params", "--log-x", "--out", str(out)]) == 0
     assert out.is_file()
+    ant, hopper = plot.curves_figure([], ["ant-dir", "hopper-rand-params"], log_x=True).axes
+    assert len(ant.get_lines()) == 4 and len(_bands(ant)) == 1 and ant.get_xscale() == "log"
+    # hopper: RL2's final return alone, so no env-step axis
+    assert _legend(hopper) == ["RL2 final, after 40M steps (3 runs)"] and not _bands(hopper)
+    assert len(hopper.get_xticks()) == 0 and "final returns only" in hopper.get_xlabel()
 
 
 @pytest.mark.parametrize("args, message", [
