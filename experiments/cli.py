@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 import envs
+from pearl_jax import placement
 from experiments.configs import PRESETS, apply_preset, get_config
 from pearl_jax.config import (FIELDS, RESUME_MUTABLE, ConfigError, PearlConfig, fail,
                               format_value, from_json, validate)
@@ -232,12 +233,14 @@ def parse_command_line(argv: list[str]) -> RunRequest:
         config, out_dir = _resumed(run_flags, fields, env_text)
     else:
         config = _new_config(run_flags, fields, env_text)
+        multi = "coordinator" in run_flags or placement.cluster_detected()
+        if multi and "out_dir" not in run_flags:
+            raise ConfigError("--out_dir: required for a multi-process run (every process must name "
+                              "the same directory)")
         out_dir = run_flags.get("out_dir") or os.path.join(
             "runs", f"{config.task}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if os.path.isdir(out_dir) and os.listdir(out_dir):
-            fail("out_dir", out_dir, "exists and is not empty; use --resume to continue a run")
-        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-            fail("out_dir", out_dir, "exists and is not a directory")
+        if not multi:  # several processes: process 0 checks, since it may already have begun
+            check_new_run_dir(out_dir)
     task_shards = _parse_positive(run_flags, "task_shards", 1)
     if config.meta_batch % task_shards:
         fail("task_shards", task_shards, f"must divide meta_batch ({config.meta_batch}): each "
@@ -245,6 +248,14 @@ def parse_command_line(argv: list[str]) -> RunRequest:
     return RunRequest(config=config, out_dir=out_dir, resume=run_flags.get("resume"),
                       preset=run_flags.get("preset"), task_shards=task_shards,
                       distributed=_distributed(run_flags))
+
+
+def check_new_run_dir(out_dir: str) -> None:
+    """A new run's directory must not exist, or be an empty directory."""
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        fail("out_dir", out_dir, "exists and is not empty; use --resume to continue a run")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        fail("out_dir", out_dir, "exists and is not a directory")
 
 
 def _parse_positive(run_flags, name, default):

@@ -59,16 +59,23 @@ class RunSession:
         c = self.config
         self.say(f"pearl-jax: task {c.task}, seed(s) {_seed_text(c)}, {self.trainer.slots} slot(s) on "
                  f"{jax.device_count()} device(s), run dir {self.run_dir}")
+        refusal = None
         if self.is_primary:
-            created = not os.path.exists(self.run_dir)
-            self._created_dir = created
-            os.makedirs(self.run_dir, exist_ok=True)
             try:
-                self._lock.acquire()
-            except rundir.RunDirInUse as exc:
-                if created:
-                    os.rmdir(self.run_dir)
-                raise SessionError(str(exc), 2) from None
+                if not self.request.resume:
+                    cli.check_new_run_dir(self.run_dir)  # again: other processes may have started
+                created = not os.path.exists(self.run_dir)
+                self._created_dir = created
+                os.makedirs(self.run_dir, exist_ok=True)
+                try:
+                    self._lock.acquire()
+                except rundir.RunDirInUse:
+                    if created:
+                        os.rmdir(self.run_dir)
+                    raise
+            except (cli.ConfigError, rundir.RunDirInUse) as exc:
+                refusal = str(exc)
+        _agree_or_raise(refusal)
         # read-only until the run is accepted: a rejected resume must not even tidy the directory
         self.checkpoints = Checkpointer(rundir.checkpoint_dir(self.run_dir), keep=c.keep_checkpoints, read_only=True)
         self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -226,6 +233,17 @@ class RunSession:
 
             mine = int(np.max(multihost_utils.process_allgather(np.int32(mine))))
         return {1: "SIGINT", 2: "SIGTERM"}.get(mine)
+
+
+def _agree_or_raise(refusal: str | None) -> None:
+    """Every process stops if any refuses to start (only process 0 checks the directory)."""
+    failed = refusal is not None
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        failed = bool(np.max(multihost_utils.process_allgather(np.int32(failed))))
+    if failed:
+        raise SessionError(refusal or "process 0 refused to start the run (see its message)", 2)
 
 
 def _seed_text(config) -> str:

@@ -91,7 +91,7 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     On CPU the processes exchange data through gloo collectives.
     """
     explicit = coordinator is not None
-    if not explicit and not _cluster_detected():
+    if not explicit and not cluster_detected():
         return False
     # CPU devices of different processes talk through gloo; other backends ignore this option
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -103,7 +103,7 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     return jax.process_count() > 1
 
 
-def _cluster_detected() -> bool:
+def cluster_detected() -> bool:
     """A SLURM job of several tasks, or a multi-host cloud TPU slice."""
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_NODELIST" in os.environ:
         return True
