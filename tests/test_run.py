@@ -10,18 +10,13 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import run
+from experiments import rundir, run
+from tests.tiny import FLAGS, progress_rows, subprocess_env
 from pearl_jax.config import from_json as config_from_json
 from pearl_jax.checkpoint import Checkpointer
 from pearl_jax.train import Trainer
 
 TINY = ["--task=point-robot", "--preset=tiny"]
-TIMING_COLUMNS = {"Wall seconds", "Compile seconds"}
-
-
-def _rows(run_dir):
-    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
-        return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in csv.DictReader(f)]
 
 
 def _final_state(run_dir):
@@ -34,18 +29,29 @@ def _final_state(run_dir):
     return state
 
 
-def test_resumed_run_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("num_seeds", [1, 2])
+def test_resumed_run_equals_uninterrupted(tmp_path, num_seeds):
+    """2 iterations resumed for 2 more equal 4 straight ones, bit for bit, for one seed (files at
+    the top of the run dir) and for a batch of two (a seed-<s>/ directory per seed)."""
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    # buffers are sized from num_iterations unless given: fix them so both runs hold equal shapes
-    sizes = ["--rl_buffer_capacity=400", "--enc_buffer_capacity=60"]
-    assert run.main(TINY + sizes + ["--num_iterations=2", f"--out-dir={a}"]) == 0
+    seeds = [f"--num_seeds={num_seeds}"]
+    assert run.main(FLAGS + seeds + ["--num_iterations=2", f"--out-dir={a}"]) == 0
     assert run.main(["--resume", a, "--num_iterations=4"]) == 0
-    assert run.main(TINY + sizes + ["--num_iterations=4", f"--out-dir={b}"]) == 0
-    rows_a, rows_b = _rows(a), _rows(b)
-    assert [r["Epoch"] for r in rows_a] == ["1", "2", "3", "4"]
-    assert rows_a == rows_b  # every metric, to the last printed digit
+    assert run.main(FLAGS + seeds + ["--num_iterations=4", f"--out-dir={b}"]) == 0
+    for seed, seed_dir in rundir.seed_dirs(a):
+        assert seed_dir == (a if num_seeds == 1 else os.path.join(a, f"seed-{seed}"))
+        other = os.path.join(b, os.path.relpath(seed_dir, a))
+        rows_a, rows_b = progress_rows(seed_dir), progress_rows(other)
+        assert [r["Epoch"] for r in rows_a] == ["1", "2", "3", "4"]
+        assert rows_a == rows_b  # every metric, to the last printed digit
+        assert sorted(os.listdir(os.path.join(seed_dir, "online"))) == sorted(os.listdir(os.path.join(other, "online")))
+        with open(os.path.join(seed_dir, "config.json")) as f:
+            seed_config = config_from_json(f.read())
+        assert (seed_config.seed, seed_config.num_seeds) == (seed, 1)  # the single-seed run it equals
+    assert [s for s, _ in rundir.seed_dirs(a)] == list(range(num_seeds))
+    assert os.listdir(os.path.join(a, "checkpoints"))  # one checkpoint set for the whole batch
     sa, sb = _final_state(a), _final_state(b)
-    assert int(sa.iteration[0]) == 4 and int(sa.learner.step[0]) == int(sb.learner.step[0])
+    assert np.asarray(sa.iteration).tolist() == [4] * num_seeds
     leaves_a, leaves_b = jax.tree.leaves(sa), jax.tree.leaves(sb)
     for x, y in zip(leaves_a, leaves_b):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
@@ -54,8 +60,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
 
 
 def _cli(args, cwd):
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=cwd, env=subprocess_env(),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -80,9 +85,9 @@ def test_bad_command_lines_exit_2_with_one_line_and_no_run_dir(tmp_path, args, n
 
 def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path):
     out = str(tmp_path / "run")
-    env = dict(os.environ, PYTHONPATH=os.getcwd(), PYTHONUNBUFFERED="1")
-    args = TINY + ["--num_iterations=200", "--checkpoint_every=50", "--eval_every=50", f"--out-dir={out}"]
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=tmp_path, env=env,
+    # chunks of one iteration (the programs every test shares); no periodic checkpoint before 100
+    args = FLAGS + ["--num_iterations=200", "--checkpoint_every=100", f"--out-dir={out}"]
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=tmp_path, env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []
     deadline = time.time() + 400
@@ -100,4 +105,4 @@ def test_sigterm_writes_checkpoint_and_resume_continues(tmp_path):
     ckpt = Checkpointer(os.path.join(out, "checkpoints"), keep=3)
     step = ckpt.latest_step()
     ckpt.close()
-    assert step is not None and 0 < step < 200
+    assert step is not None and 0 < step < 100  # the stop's own checkpoint
