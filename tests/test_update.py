@@ -46,19 +46,19 @@ def _max_abs(tree):
 def test_encoder_gradient_paths(setup):
     agent, state, batch, context = setup
     p = state.params
-    key = jax.random.key(3)
+    k_z, k_pi, k_next = jax.random.split(jax.random.key(3), 3)  # one key per draw, as update does
 
     def z_of(enc):
-        return losses.encode(agent, enc, context, None, key, B)
+        return losses.encode(agent, enc, context, None, k_z, B)
 
     g_policy = jax.grad(
-        lambda enc: losses.policy_loss(agent, p["policy"], p["qf"], z_of(enc)[0], batch.obs, key, 1.0)[0]
+        lambda enc: losses.policy_loss(agent, p["policy"], p["qf"], z_of(enc)[0], batch.obs, k_pi, 1.0)[0]
     )(p["encoder"])
     g_value = jax.grad(
         lambda enc: losses.value_loss(agent, p["vf"], z_of(enc)[0], batch.obs, jnp.ones((T, B)))[0]
     )(p["encoder"])
     g_critic = jax.grad(
-        lambda enc: losses.critic_loss(agent, p, p["qf"], z_of(enc)[0], batch, key)[0]
+        lambda enc: losses.critic_loss(agent, p, p["qf"], z_of(enc)[0], batch, k_next)[0]
     )(p["encoder"])
     g_kl = jax.grad(lambda enc: z_of(enc)[1][2])(p["encoder"])
     assert _max_abs(g_policy) == 0.0
