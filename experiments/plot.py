@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from experiments import reference_curves, results
-from experiments.configs import TASK_FAMILIES
+from experiments.configs import task_names
 
 FORMATS = (".png", ".svg", ".pdf")
 _BASELINE_STYLE = {"ProMP": ("tab:brown", "--"), "MAML": ("tab:purple", ":"), "RL2": ("tab:olive", "-.")}
@@ -177,8 +177,8 @@ def _out_path(given: str | None, default: str) -> str:
 def _tasks(given: list[str]) -> list[str]:
     tasks = list(dict.fromkeys(t.strip() for group in given for t in group.split(",") if t.strip()))
     for t in tasks:
-        if t not in TASK_FAMILIES:
-            raise UsageError(f"--task={t}: unknown task; valid: {', '.join(TASK_FAMILIES)}")
+        if t not in task_names():
+            raise UsageError(f"--task={t}: unknown task; valid: {', '.join(task_names())}")
     return tasks
 
 
