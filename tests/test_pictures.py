@@ -88,8 +88,9 @@ def _config_only(path, task, **fields):
     (lambda root, run: str(root), [], "not a run directory"),
     (lambda root, run: _config_only(root / "fresh", "point-robot"), [], "no checkpoint yet"),
     (lambda root, run: run, ["--seed", "7"], "--seed=7: not a seed of"),
-    (lambda root, run: os.path.join(run, "seed-1"), [], "pass " + "{run} --seed 1"),
-    (lambda root, run: run, ["--task-id", "20"], "--task-id=20: indexes the 20 test tasks of point-robot; allowed 0..19"),
+    (lambda root, run: os.path.join(run, "seed-1"), [], "pass {run} --seed 1"),
+    (lambda root, run: run, ["--task-id", "20"],
+     "--task-id=20: indexes the 20 test tasks of point-robot; allowed 0..19"),
     (lambda root, run: run, ["--task-id", "-1"], "allowed 0..19"),
     (lambda root, run: _config_only(root / "cheetah", "cheetah-vel"), [], "drawn for point-robot and "
      "sparse-point-robot only"),
@@ -243,3 +244,17 @@ def test_wandb_one_run_per_seed_resumed_under_the_same_id(tiny):
             for name, value in expected.items():
                 assert logged[name] == pytest.approx(value, rel=1e-6), name
     assert ids[0] != ids[1]
+
+
+def test_wandb_is_a_run_flag_checked_for_its_package(tmp_path, monkeypatch):
+    from experiments import cli, wandb_log
+    from pearl_jax.config import ConfigError
+
+    out = f"--out-dir={tmp_path / 'r'}"
+    assert cli.parse_command_line(TINY + [out]).wandb is False
+    assert cli.parse_command_line(TINY + ["--wandb", out]).wandb is True  # a bare flag switches it on
+    assert cli.parse_command_line(TINY + ["--wandb=false", out]).wandb is False
+    assert "wandb" not in json.loads(to_json(cli.parse_command_line(TINY + ["--wandb", out]).config))
+    monkeypatch.setattr(wandb_log, "available", lambda: False)
+    with pytest.raises(ConfigError, match=r"--wandb=true: needs the wandb package: pip install 'pearl-jax\[wandb\]'"):
+        cli.parse_command_line(TINY + ["--wandb", out])

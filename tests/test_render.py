@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import render, rundir, trained
+from experiments import render, rundir
 from experiments.configs import apply_preset, get_config
 from pearl_jax.checkpoint import Checkpointer
 from pearl_jax.train import Trainer
