@@ -164,7 +164,8 @@ def posterior_figure(run: AdaptationRun, probe: Probe, trained: Trained) -> Figu
     flat = samples.reshape(-1, 2)
     outside = float(np.mean(np.any((flat < lo) | (flat > hi), axis=1)))
     if outside > 0:
-        right.plot([], [], " ", label=f"{outside:.0%} of the belief samples lie outside the view")
+        share = f"{outside:.0%}" if outside >= 0.01 else "under 1%"
+        right.plot([], [], " ", label=f"{share} of the belief samples lie outside the view")
 
     for ax in (left, right):
         ax.set_xlim(lo[0], hi[0])
