@@ -29,7 +29,8 @@ from pearl_jax.config import (FIELDS, RESUME_MUTABLE, ConfigError, PearlConfig, 
 # flags that are not config fields: what to run and where (placement never changes results
 # beyond float32 reduction order, so it is chosen per launch, not saved with the run)
 _RUN_FLAGS = ("task", "preset", "seed", "out_dir", "resume", "task_shards",
-              "coordinator", "num_processes", "process_id")
+              "coordinator", "num_processes", "process_id", "wandb")
+_BOOL_RUN_FLAGS = ("wandb",)
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
@@ -50,6 +51,7 @@ class RunRequest:
     preset: str | None = None
     task_shards: int = 1  # devices that share one seed's gradient step (meta-batch axis)
     distributed: Distributed | None = None
+    wandb: bool = False  # also log the scalars to Weights & Biases (experiments/wandb_log.py)
 
 
 # --- parsing one value ------------------------------------------------------------------------
@@ -120,6 +122,8 @@ def help_text(task: str | None = None) -> str:
         "  --coordinator HOST:PORT --num_processes N --process_id I",
         "                       one process of a multi-host run (jax.distributed); on SLURM and",
         "                       cloud TPUs JAX detects these itself",
+        "  --wandb              also log to Weights & Biases, one wandb run per seed (needs the",
+        "                       wandb extra; WANDB_MODE=offline logs without network)",
         "",
         f"fields (defaults: {where}; bools take true/false/1/0/yes/no):",
     ]
@@ -144,7 +148,7 @@ def _tokens(argv: list[str]) -> list[tuple[str, str | None]]:
         name, eq, value = tok[2:].partition("=")
         name = name.replace("-", "_")
         if not eq:
-            bool_flag = FIELDS.get(name) == "bool"
+            bool_flag = FIELDS.get(name) == "bool" or name in _BOOL_RUN_FLAGS
             if i + 1 < len(argv) and not (bool_flag and argv[i + 1].startswith("--")):
                 value = argv[i + 1]
                 i += 1
@@ -247,7 +251,18 @@ def parse_command_line(argv: list[str]) -> RunRequest:
              "device takes an equal share of the meta-batch")
     return RunRequest(config=config, out_dir=out_dir, resume=run_flags.get("resume"),
                       preset=run_flags.get("preset"), task_shards=task_shards,
-                      distributed=_distributed(run_flags))
+                      distributed=_distributed(run_flags), wandb=_wandb(run_flags))
+
+
+def _wandb(run_flags) -> bool:
+    """--wandb, checked for the package before anything is compiled."""
+    on = "wandb" in run_flags and _parse_scalar("bool", "wandb", run_flags["wandb"])
+    if on:
+        from experiments import wandb_log
+
+        if not wandb_log.available():
+            fail("wandb", run_flags["wandb"], "needs the wandb package: pip install 'pearl-jax[wandb]'")
+    return on
 
 
 def check_new_run_dir(out_dir: str) -> None:

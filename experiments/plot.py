@@ -3,9 +3,12 @@
     python -m experiments.plot RUN_DIR [RUN_DIR ...] [--out curves.png] [--log-x] [--table]
     python -m experiments.plot RUN_DIR --online [--iteration K] [--out online.png]
     python -m experiments.plot --task cheetah-vel,ant-dir --out reference.png   # reference only
+    python -m experiments.plot RUN_DIR --posterior --task-id K [--seed S] [--out posterior.png]
 
 One panel per task. A RUN_DIR is a single-seed run or a multi-seed run (seed-<s>/ sub-directories);
-its curve is the mean over seeds with a 95% percentile-bootstrap band (docs/results.md). Figures
+its curve is the mean over seeds with a 95% percentile-bootstrap band (docs/results.md).
+`--posterior` draws one adaptation run of a trained point robot from its newest checkpoint
+(experiments/belief.py). Figures
 are drawn with matplotlib's Agg canvas: no display is needed. Bad input prints one line
 `error: ...` on stderr and exits with status 2.
 """
@@ -22,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from experiments import reference_curves, results
-from experiments.configs import TASK_FAMILIES
+from experiments.configs import task_names
 
 FORMATS = (".png", ".svg", ".pdf")
 _BASELINE_STYLE = {"ProMP": ("tab:brown", "--"), "MAML": ("tab:purple", ":"), "RL2": ("tab:olive", "-.")}
@@ -161,6 +164,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--online", action="store_true",
                    help="mean return per trajectory of the meta-test adaptation runs instead of curves")
     p.add_argument("--iteration", type=int, metavar="K", help="with --online: this evaluation, not the latest")
+    p.add_argument("--posterior", action="store_true",
+                   help="point robots: the trajectories of one meta-test adaptation run and the belief after "
+                        "each, from the run's newest checkpoint (default --out posterior.png)")
+    p.add_argument("--task-id", type=int, metavar="K",
+                   help="with --posterior: the test task, an index 0..n_test-1 into the run's test tasks")
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="with --posterior: this seed of a multi-seed run (default: its first)")
     return p
 
 
@@ -177,8 +187,8 @@ def _out_path(given: str | None, default: str) -> str:
 def _tasks(given: list[str]) -> list[str]:
     tasks = list(dict.fromkeys(t.strip() for group in given for t in group.split(",") if t.strip()))
     for t in tasks:
-        if t not in TASK_FAMILIES:
-            raise UsageError(f"--task={t}: unknown task; valid: {', '.join(TASK_FAMILIES)}")
+        if t not in task_names():
+            raise UsageError(f"--task={t}: unknown task; valid: {', '.join(task_names())}")
     return tasks
 
 
@@ -190,6 +200,11 @@ def _load_runs(paths: list[str]) -> list[results.Run]:
 
 def _run(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
+    if args.posterior:
+        return _posterior(args)
+    for flag, value in (("--task-id", args.task_id), ("--seed", args.seed)):
+        if value is not None:
+            raise UsageError(f"{flag}={value}: only meaningful with --posterior")
     tasks = _tasks(args.task)
     if args.iteration is not None and not args.online:
         raise UsageError(f"--iteration={args.iteration}: only meaningful with --online")
@@ -226,10 +241,42 @@ def _run(argv: list[str] | None) -> int:
     return 0
 
 
+def _posterior(args) -> int:
+    """The posterior-sampling figure of one run (experiments/belief.py)."""
+    others = [f for f, on in (("--online", args.online), ("--table", args.table), ("--log-x", args.log_x),
+                              ("--task", args.task), ("--iteration", args.iteration is not None)) if on]
+    if others:
+        raise UsageError(f"{others[0]}: not with --posterior")
+    if len(args.runs) != 1:
+        raise UsageError(f"--posterior: give exactly one RUN_DIR (got {len(args.runs)})")
+    if args.task_id is None:
+        raise UsageError("--posterior: needs --task-id K, an index into the run's test tasks")
+    out = _out_path(args.out, "posterior.png")
+    from experiments import belief, trained  # jax and the envs, needed by this figure only
+
+    path = args.runs[0]
+    config = trained.read_config(path)
+    if config.task not in trained.POINT_TASKS:
+        raise UsageError(f"--posterior: drawn for {' and '.join(trained.POINT_TASKS)} only; {path} is a "
+                         f"{config.task} run (watch it with python -m experiments.render {path} --task-id K)")
+    trained.pick_seed(config, args.seed, path)
+    trained.check_task_index(config, args.task_id)
+    policy = trained.load(path, args.seed, config)
+    run = trained.adaptation_run(policy, args.task_id)
+    probe = belief.training_probe(policy)
+    fig = belief.posterior_figure(run, probe, policy)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=150, bbox_inches="tight")  # equal-aspect panels leave margins
+    print(f"wrote {out}: seed {policy.seed}, checkpoint of iteration {policy.iteration}, test task "
+          f"{args.task_id}, {run.num_trajs} trajectories; probe error {probe.cv_error:.3f} "
+          f"(chance {probe.chance_error:.3f})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
-    except (UsageError, results.ResultsError, OSError) as exc:
+    except (UsageError, results.ResultsError, OSError) as exc:  # trained.TrainedError is a ResultsError
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
 

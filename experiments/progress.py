@@ -98,13 +98,18 @@ class ProgressLog:
                 writer.writeheader()
             writer.writerow(row)
         step = int(row[ENV_STEPS])
-        for name, value in row.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                self.tb.add_scalar(name.replace(" ", "_"), value, step)
+        for name, value in scalars(row).items():
+            self.tb.add_scalar(name, value, step)
         self.tb.flush()
 
     def close(self) -> None:
         self.tb.close()
+
+
+def scalars(row: dict) -> dict[str, float]:
+    """The finite numbers of a progress row, under their TensorBoard (and wandb) names."""
+    return {name.replace(" ", "_"): value for name, value in row.items()
+            if isinstance(value, (int, float)) and math.isfinite(value)}
 
 
 def _online_iteration(name: str) -> int:

@@ -168,7 +168,12 @@ class RunSession:
         resume = iteration if self.request.resume else None
         for i, seed in enumerate(c.seeds):
             d = rundir.seed_dir(self.run_dir, seed, c.num_seeds)
-            self._logs.append(self._io("opening the progress files", prog.ProgressLog, d, resume, int(env_steps[i])))
+            log = self._io("opening the progress files", prog.ProgressLog, d, resume, int(env_steps[i]))
+            if self.request.wandb:  # --wandb: the same scalars to this seed's wandb run
+                from experiments.wandb_log import MirroredLog
+
+                log = self._io("starting wandb", MirroredLog, log, self.run_dir, d, c.replace(seed=seed, num_seeds=1))
+            self._logs.append(log)
 
     def log(self, index: int, row: dict, online: dict) -> None:
         if self.is_primary:

@@ -21,7 +21,7 @@ from pearl_jax import buffers as buf
 from pearl_jax import posterior
 from pearl_jax.agent import Agent
 from pearl_jax.collect import sample_encoder_context
-from pearl_jax.rollout import NO_LIMIT, empty_history, rollout, scan_length, trajectory_returns
+from pearl_jax.rollout import NO_LIMIT, Rollout, empty_history, rollout, scan_length, trajectory_returns
 
 
 def _posterior_of_history(agent: Agent, params, history, history_size):
@@ -49,6 +49,18 @@ def evaluation_rollout(env, agent: Agent, params, tasks, key, offline=None, enc_
     `axis_name`: the vmapped seed axis, if any.
     """
     c = agent.config
+    out = protocol_rollout(env, agent, params, tasks, key, offline, enc_buffer, buffer_ids, axis_name)
+    rewards = out.transitions.sparse_reward if c.sparse_rewards else out.transitions.reward
+    returns = trajectory_returns(rewards, out.valid, out.traj_index, out.history.reward.shape[1])
+    final = _posterior_of_history(agent, params, out.history, out.history_size)
+    return returns, out.num_trajs[:, 0], final, jnp.sum(out.valid, axis=1)
+
+
+def protocol_rollout(env, agent: Agent, params, tasks, key, offline=None, enc_buffer=None, buffer_ids=None,
+                     axis_name=None, observe=None) -> Rollout:
+    """The step-by-step record behind `evaluation_rollout` (same arguments): its `history` holds
+    each online run's context in the order it was collected. `observe`: see `rollout`."""
+    c = agent.config
     n = jax.tree.leaves(tasks)[0].shape[0]
     H = c.max_path_length
     n_offline_traj = max(c.num_steps_per_eval // H, 1)
@@ -68,19 +80,23 @@ def evaluation_rollout(env, agent: Agent, params, tasks, key, offline=None, enc_
             z = jnp.where(offline[:, None], posterior.sample_z(k_off, mean_b, var_b), z)
         return z
 
-    out = rollout(
+    return rollout(
         env, agent, params["policy"], tasks, key,
         phase_steps=jnp.where(offline, n_offline_traj * H, c.num_steps_per_eval)[:, None],
         phase_trajs=jnp.where(offline, n_offline_traj, NO_LIMIT)[:, None],
         record=(True,), length=scan_length(max(c.num_steps_per_eval, n_offline_traj * H), H),
         max_path_length=H, deterministic=True, choose_z=choose,
         history=empty_history(n, capacity, agent.obs_size, agent.action_size),
-        history_size=jnp.zeros(n, jnp.int32), axis_name=axis_name,
+        history_size=jnp.zeros(n, jnp.int32), axis_name=axis_name, observe=observe,
     )
-    rewards = out.transitions.sparse_reward if c.sparse_rewards else out.transitions.reward
-    returns = trajectory_returns(rewards, out.valid, out.traj_index, capacity)
-    final = _posterior_of_history(agent, params, out.history, out.history_size)
-    return returns, out.num_trajs[:, 0], final, jnp.sum(out.valid, axis=1)
+
+
+def posterior_of_prefixes(agent: Agent, params, history, sizes):
+    """The online belief given the first `sizes` (E, M) rows of each env's context `history`
+    (a `protocol_rollout` history): (mean, variance), each (E, M, L). With sizes at trajectory
+    ends, entry k is the belief the (k+1)-th trajectory's z is drawn from."""
+    one = lambda size: _posterior_of_history(agent, params, history, size)
+    return jax.vmap(one, in_axes=1, out_axes=1)(sizes)
 
 
 def online_adaptation(env, agent: Agent, params, tasks, key):

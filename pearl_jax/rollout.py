@@ -17,7 +17,7 @@ on "any env starts a trajectory", so the encoder is not evaluated on every step.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,7 @@ class Rollout:
     num_trajs: jax.Array  # (E, P) int32 completed trajectories per phase
     history: Transition  # (E, Hc, ...) the caller's history plus the rows recorded here
     history_size: jax.Array  # (E,) int32
+    observed: Any = None  # (E, S, ...) `observe(state)` of each step's env state, if asked for
 
 
 def empty_history(num_envs: int, capacity: int, obs_size: int, action_size: int) -> Transition:
@@ -80,11 +81,14 @@ def rollout(
     record: tuple[bool, ...],
     phase_trajs=None,
     axis_name: str | None = None,
+    observe: Callable | None = None,
 ) -> Rollout:
     """phase_steps / phase_trajs: int (E, P) quotas of steps / trajectories per phase (trajs
     default: no limit); record: static per-phase flags, whether a phase's steps enter `history`;
     length: static scan length (use `scan_length` summed over phases); axis_name: the vmapped
-    seed axis this rollout runs under, if any (see `_anyone`)."""
+    seed axis this rollout runs under, if any (see `_anyone`); observe: a function of one env's
+    state (the one the step's observation comes from) whose value is kept per step, e.g. the
+    MuJoCo joint positions for a rendering."""
     num_envs = history_size.shape[0]
     hist_cap = history.reward.shape[1]
     phase_steps = jnp.asarray(phase_steps, jnp.int32)
@@ -144,14 +148,16 @@ def rollout(
             env_state=nxt, z=z, phase=phase, count=count + active, trajs=trajs + ended, t=t + 1,
             done_trajs=done_trajs, need_start=ended, active=active, history=hist, history_size=hsize,
         )
-        return new_c, (trans, active, phase, trajs)
+        seen = None if observe is None else jax.vmap(observe)(env_state)
+        return new_c, (trans, active, phase, trajs, seen)
 
-    carry, (trans, valid, phase, traj_index) = jax.lax.scan(body, carry, jax.random.split(key, length))
+    carry, (trans, valid, phase, traj_index, seen) = jax.lax.scan(body, carry, jax.random.split(key, length))
     swap = lambda x: jnp.swapaxes(x, 0, 1)  # (S, E, ...) -> (E, S, ...)
     return Rollout(
         transitions=jax.tree.map(swap, trans), valid=swap(valid), phase=swap(phase),
         traj_index=swap(traj_index), num_trajs=carry["done_trajs"],
         history=carry["history"], history_size=carry["history_size"],
+        observed=None if seen is None else jax.tree.map(swap, seen),
     )
 
 

@@ -96,18 +96,18 @@ class Trainer:
 
     def abstract_state(self, slots: int | None = None) -> RunState:
         """Shapes, dtypes and shardings of the batched state, without computing it; with
-        `slots`, of a batch of that many slots (a checkpoint written on another device count)."""
-        if slots is None or slots == self.slots:
-            return jax.eval_shape(self.init, self.seeds())
-        d = 1 if self.mesh is None else self.mesh.shape[placement.SEED_AXIS]
-        sharding = None
-        if self.mesh is not None:  # an uneven count cannot be split: keep whole copies instead
-            spec = placement.PartitionSpec(placement.SEED_AXIS if slots % d == 0 else None)
-            sharding = placement.NamedSharding(self.mesh, spec)
-        out = jax.eval_shape(jax.vmap(self._init, axis_name=SEED_AXIS),
-                             jax.ShapeDtypeStruct((slots,), jnp.uint32))
-        if sharding is None:
+        `slots`, of a batch of that many slots (a checkpoint written on another device count).
+        Traced from `_fresh`, which has `init`'s shapes without its rollout to trace (tens of
+        seconds for an MJX task)."""
+        slots = self.slots if slots is None else slots
+        fresh = jax.vmap(lambda seed: self._fresh(seed)[0], axis_name=SEED_AXIS)
+        out = jax.eval_shape(fresh, jax.ShapeDtypeStruct((slots,), jnp.uint32))
+        if self.mesh is None:
             return out
+        d = self.mesh.shape[placement.SEED_AXIS]
+        # an uneven count cannot be split: keep whole copies instead
+        spec = placement.PartitionSpec(placement.SEED_AXIS if slots % d == 0 else None)
+        sharding = placement.NamedSharding(self.mesh, spec)
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), out)
 
     def fit_slots(self, state: RunState) -> RunState:
@@ -121,20 +121,26 @@ class Trainer:
         return jax.jit(lambda s: jax.tree.map(lambda x: x[index], s), **shard)(state)
 
     # --- building the state (one seed) -----------------------------------------------------
-    def _init(self, seed: jax.Array) -> RunState:
-        """Fresh networks and buffers, then the initial pool (iteration 0's collection)."""
+    def _fresh(self, seed: jax.Array) -> tuple[RunState, jax.Array]:
+        """Fresh networks, empty buffers and keys (and the initial pool's key): `_init` before
+        it collects anything, with the same shapes."""
         key = jax.random.key(seed)
         k_learner, k_pool, k_run, k_eval = jax.random.split(key, 4)
         learner = self.agent.init(k_learner)
         bufs = buf.init_buffers(
             self.n_train, self.agent.obs_size, self.agent.action_size, self.rl_capacity, self.enc_capacity
         )
+        zero = lambda: jnp.zeros((), jnp.int32)  # distinct arrays: each leaf may be donated
+        return RunState(learner, bufs, k_run, k_eval, zero(), zero()), k_pool
+
+    def _init(self, seed: jax.Array) -> RunState:
+        """Fresh networks and buffers, then the initial pool (iteration 0's collection)."""
+        state, k_pool = self._fresh(seed)
         bufs, steps = collect_initial_pool(
-            self.env, self.agent, learner.params, bufs, task_at(self.tasks, self.train_ids), self.train_ids,
-            k_pool, SEED_AXIS,
+            self.env, self.agent, state.learner.params, state.buffers, task_at(self.tasks, self.train_ids),
+            self.train_ids, k_pool, SEED_AXIS,
         )
-        zero = jnp.zeros((), jnp.int32)
-        return RunState(learner, bufs, k_run, k_eval, zero, steps.astype(jnp.int32))
+        return state.replace(buffers=bufs, env_steps=steps.astype(jnp.int32))
 
     # --- one meta-iteration (one seed) -----------------------------------------------------------
     def sample_meta_batch(self, bufs: buf.Buffers, key):
