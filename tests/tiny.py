@@ -36,6 +36,14 @@ def subprocess_env(**extra) -> dict:
     return env
 
 
+def optimized_env(**extra) -> dict:
+    """`subprocess_env` for a child whose programs run long: XLA's default optimization level."""
+    from tests.conftest import FAST_COMPILE
+    env = subprocess_env(**extra)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(FAST_COMPILE, "").strip()
+    return env
+
+
 def python() -> str:
     return sys.executable
 
