@@ -142,15 +142,17 @@ def test_probe_two_tasks_posterior_separates_and_q_is_learned(recurrent):
     Q(s, a, z_task) is then exactly reward_scale * sign * a[0]. After a short training the
     posterior means of the two tasks must separate and Q must approach those values. (With the
     reference's kl_lambda = 0.1 this small-reward probe collapses to the prior before Q learns
-    to read z, so the bottleneck is weakened here.)
+    to read z, so the bottleneck is weakened here.) Learning rate, context size and step count
+    were chosen so that every one of 6 initial keys passes, both encoders and both XLA
+    optimization levels (at 3e-3 and 600 steps about one key in eight collapses or oscillates).
     """
     cfg = PearlConfig(
         net_size=32, encoder_size=32, latent_size=2, reward_scale=5.0, kl_lambda=1e-3,
-        policy_lr=3e-3, qf_lr=3e-3, vf_lr=3e-3, context_lr=3e-3, recurrent=recurrent,
+        policy_lr=1e-3, qf_lr=1e-3, vf_lr=1e-3, context_lr=1e-3, recurrent=recurrent,
     )
     agent = Agent(cfg, obs_size=1, action_size=1)
     signs = jnp.array([1.0, -1.0, 1.0, -1.0])
-    nb, nc = 64, 16
+    nb, nc = 64, 32
 
     def synth(key, n):
         a = jax.random.uniform(key, (4, n, 1), minval=-1, maxval=1)
@@ -169,7 +171,7 @@ def test_probe_two_tasks_posterior_separates_and_q_is_learned(recurrent):
         return state, m["QF Loss"]
 
     state = agent.init(jax.random.key(0))
-    state, q_losses = jax.jit(lambda s, k: jax.lax.scan(train_step, s, jax.random.split(k, 600)))(
+    state, q_losses = jax.jit(lambda s, k: jax.lax.scan(train_step, s, jax.random.split(k, 1000)))(
         state, jax.random.key(1)
     )
     assert q_losses[-50:].mean() < 0.1 * q_losses[:50].mean()
