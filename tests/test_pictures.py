@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 
 from experiments import belief, plot, progress, render, run, trained
-from experiments.configs import apply_preset, get_config
+from experiments.configs import get_config
 from pearl_jax.config import to_json
 from pearl_jax.evaluate import evaluation_rollout
 from pearl_jax.train import Trainer
+from tests.tiny import FLAGS, tiny_config
 
-TINY = ["--task=point-robot", "--preset=tiny"]
+TINY = FLAGS  # the tiny programs every run test shares (tests/tiny.py)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_load_slices_one_seed_of_the_newest_checkpoint(tiny):
 
 
 def test_abstract_state_is_the_shape_of_init_without_tracing_a_rollout():
-    trainer = Trainer(apply_preset(get_config("point-robot"), "tiny").replace(num_seeds=2))
+    trainer = Trainer(tiny_config(num_seeds=2))
     spec = lambda tree: [(p, x.shape, x.dtype) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
     assert spec(trainer.abstract_state()) == spec(jax.eval_shape(trainer.init, trainer.seeds()))
     assert jax.tree.leaves(trainer.abstract_state(3))[0].shape[0] == 3

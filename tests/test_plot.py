@@ -14,6 +14,7 @@ from matplotlib.collections import PolyCollection
 
 from experiments import plot, results, run
 from tests.test_results import _ref_by_hand, write_run
+from tests.tiny import FLAGS
 
 STEPS = np.array([50_000, 150_000, 250_000, 350_000])
 
@@ -144,7 +145,7 @@ def test_command_line_exit_status(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("tiny") / "run")
-    assert run.main(["--task=point-robot", "--preset=tiny", f"--out-dir={out}"]) == 0
+    assert run.main(FLAGS + [f"--out-dir={out}"]) == 0  # the programs test_run compiles
     return out
 
 
