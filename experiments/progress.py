@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from experiments import rundir
+from experiments import faults, rundir
 
 ITERATION = "Epoch"
 ENV_STEPS = "Number of env steps total"
@@ -64,7 +64,10 @@ class ProgressLog:
             purge_step = resume_env_steps + 1  # TensorBoard hides events at or after this step
         from tensorboardX import SummaryWriter
 
-        self.tb = SummaryWriter(os.path.join(seed_dir, rundir.TENSORBOARD), flush_secs=30, purge_step=purge_step)
+        # a unique file per writer: tensorboardX names files by the second and opens them with
+        # "wb", so a second writer within one second would otherwise erase the first one's events
+        self.tb = SummaryWriter(os.path.join(seed_dir, rundir.TENSORBOARD), flush_secs=30, purge_step=purge_step,
+                                filename_suffix=f".{time.time_ns()}")
 
     def _truncate_after(self, iteration: int) -> None:
         """Keep the rows up to `iteration` (they will not be produced again) and nothing else."""
@@ -91,12 +94,18 @@ class ProgressLog:
             np.save(os.path.join(self.online_dir, f"{name}-iter{iteration:05d}.npy"), values)
         if self.columns is None:
             self.columns = list(row.keys())
-        new_file = not os.path.exists(self.path)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+        if not os.path.exists(self.path):
+            writer.writeheader()
+        writer.writerow(row)
+        text = out.getvalue()
         with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
+            if faults.due("progress"):  # tests: die with half a line on disk
+                f.write(text[: len(text) // 2])
+                f.flush()
+                faults.die()
+            f.write(text)
         step = int(row[ENV_STEPS])
         for name, value in scalars(row).items():
             self.tb.add_scalar(name, value, step)
@@ -110,6 +119,37 @@ def scalars(row: dict) -> dict[str, float]:
     """The finite numbers of a progress row, under their TensorBoard (and wandb) names."""
     return {name.replace(" ", "_"): value for name, value in row.items()
             if isinstance(value, (int, float)) and math.isfinite(value)}
+
+
+def tensorboard_scalars(seed_dir: str) -> dict[str, dict[int, float]]:
+    """The scalars TensorBoard shows for a seed directory: tag -> {step: value}.
+
+    Reads every event file in name (= creation) order and applies TensorBoard's restart rule: a
+    session-start event at step s (what `purge_step` writes) hides every earlier event at a step
+    >= s. A record cut short by a killed writer ends its file, as in TensorBoard.
+    """
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    tb_dir = os.path.join(seed_dir, rundir.TENSORBOARD)
+    out: dict[str, dict[int, float]] = {}
+    for name in sorted(os.listdir(tb_dir)):
+        with open(os.path.join(tb_dir, name), "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos + 12 <= len(data):  # record: u64 length, u32 crc, payload, u32 crc
+            length = int.from_bytes(data[pos:pos + 8], "little")
+            if pos + 12 + length + 4 > len(data):
+                break
+            event = Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                for values in out.values():
+                    for step in [s for s in values if s >= event.step]:
+                        del values[step]
+            for v in event.summary.value:
+                if v.HasField("simple_value"):
+                    out.setdefault(v.tag, {})[int(event.step)] = float(v.simple_value)
+    return out
 
 
 def _online_iteration(name: str) -> int:

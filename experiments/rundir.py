@@ -94,31 +94,43 @@ class RunLock:
 
     It is an advisory `flock` on RUN_DIR/.lock: the kernel releases it when the holder exits,
     however it dies (SIGKILL included), so a killed run never leaves it stuck. The file names
-    the holder (host and pid) for the message a second process prints.
+    the holder (host and pid) for the message a second process prints; an existing file is
+    rewritten only by `claim`, once the run is accepted, so a rejected command changes nothing.
     """
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, LOCK)
         self._fd: int | None = None
         self._created = False
+        self._claimed = False
 
     def acquire(self) -> None:
         """Take the lock or raise RunDirInUse (one line naming the holder)."""
         import fcntl
-        import socket
 
         self._created = not os.path.exists(self.path)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            holder = _live_holder(os.pread(fd, 200, 0).decode(errors="replace").strip())
             os.close(fd)
             raise RunDirInUse(f"{os.path.dirname(self.path)} is in use by {holder}; wait for it to "
                               "finish or stop it (a killed process releases the lock)") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
+        self._claimed = False
+        if self._created:  # a new file is removed again if the command is rejected
+            self.claim()
+
+    def claim(self) -> None:
+        """Name this process as the holder in the lock file (once; the lock must be held)."""
+        import socket
+
+        if self._fd is None or self._claimed:
+            return
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._claimed = True
 
     def release(self, remove_if_created: bool = False) -> None:
         """Release; `remove_if_created` also removes the file when this process made it (a
@@ -129,6 +141,24 @@ class RunLock:
             os.remove(self.path)
         os.close(self._fd)  # closing releases the flock
         self._fd = None
+
+
+def _live_holder(text: str) -> str:
+    """The lock file's 'pid N on HOST', unless it names a process of this host that is gone (a
+    holder still checking the run has not claimed the file yet: it names the one before)."""
+    import socket
+
+    m = re.fullmatch(r"pid (\d+) on (\S+)", text)
+    if not m:
+        return "another process"
+    if m.group(2) == socket.gethostname():
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            return "another process"
+        except OSError:
+            pass  # alive, another user's
+    return text
 
 
 class RunDirInUse(RuntimeError):

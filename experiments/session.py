@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from experiments import cli, rundir
+from experiments import cli, faults, rundir
 from experiments import progress as prog
 from pearl_jax.checkpoint import Checkpointer, CheckpointError, UnreadableCheckpoint
 from pearl_jax.config import RESUME_MUTABLE, format_value, from_json, to_json
+from pearl_jax.train import host_values
 
 CHECKPOINT_FORMAT = 2  # 2: a leading seed-slot axis on every leaf, fingerprints in the metadata
 
@@ -53,6 +56,7 @@ class RunSession:
         self._wall_offset = 0.0
         self._t0 = time.perf_counter()
         self._signal: str | None = None
+        self._saving: int | None = None  # the newest checkpoint whose save was started
 
     # --- entering and leaving ------------------------------------------------------------------
     def __enter__(self) -> "RunSession":
@@ -90,7 +94,7 @@ class RunSession:
             self.checkpoints.close()
         except Exception as close_exc:  # noqa: BLE001 - a failed final write is an I/O error
             if exc is None:
-                raise SessionError(_io_message("finishing the last checkpoint", close_exc), 4) from None
+                raise SessionError(_io_message(f"writing checkpoint {self._saving}", close_exc), 4) from None
         finally:
             if self.is_primary:
                 self._lock.release(remove_if_created=not self._accepted)
@@ -122,6 +126,10 @@ class RunSession:
             raise SessionError(f"--resume={self.run_dir}: {str(exc).splitlines()[0]} "
                                + "; ".join(line.strip() for line in str(exc).splitlines()[1:4]), 2) from None
         self._check_compatible(step, meta)
+        done = int(meta.get("iteration", step))
+        if done > self.config.num_iterations:
+            raise SessionError(f"--num_iterations={self.config.num_iterations}: the run already completed "
+                               f"{done} iterations", 2)
         self._wall_offset = float(meta.get("wall_seconds", 0.0))
         state = self.trainer.fit_slots(state)
         self.say(f"resumed from checkpoint {step} (iteration {meta.get('iteration')}, "
@@ -154,10 +162,12 @@ class RunSession:
     def _accept(self) -> None:
         """All checks passed: from here on the run writes its directory."""
         self._accepted = True
+        if self.is_primary:
+            self._lock.claim()
+            # the config before anything else: a run killed from here on can be resumed
+            self._io("writing config.json", rundir.write_configs, self.run_dir, self.config)
         self.checkpoints.close()
         self.checkpoints = Checkpointer(rundir.checkpoint_dir(self.run_dir), keep=self.config.keep_checkpoints)
-        if self.is_primary:
-            self._io("writing config.json", rundir.write_configs, self.run_dir, self.config)
 
     # --- logging ------------------------------------------------------------------------------
     def open_logs(self, iteration: int, env_steps) -> None:
@@ -188,6 +198,13 @@ class RunSession:
 
     # --- saving -------------------------------------------------------------------------------
     def save(self, state, iteration: int, env_steps, reason: str) -> None:
+        """Start writing `state` as checkpoint `iteration`; never a state with non-finite
+        parameters or optimiser moments (exit 3: the previous checkpoint stays the newest)."""
+        finite = host_values(_finite_slots(state.learner))[self.trainer.real]
+        bad = [str(seed) for seed, ok in zip(self.config.seeds, finite) if not ok]
+        if bad:
+            raise SessionError(f"non-finite parameters at iteration {iteration} in seed(s) {', '.join(bad)} "
+                               f"(not saved); the last good checkpoint in {self.run_dir} is kept", 3)
         for step in self._set_aside:  # out of Orbax's way before it writes that step again
             if self.is_primary and os.path.isdir(os.path.join(self.checkpoints.directory, str(step))):
                 moved = self.checkpoints.set_aside(step)
@@ -203,10 +220,14 @@ class RunSession:
             "format": CHECKPOINT_FORMAT,
             "reason": reason,
         }
+        self._io(f"writing checkpoint {self._saving}", self.checkpoints.wait)  # the previous one
+        self._saving = iteration
         self._io(f"saving checkpoint {iteration}", self.checkpoints.save, iteration, state, meta)
+        if faults.due("save"):  # tests: die while Orbax writes the step's temporary directory
+            faults.die()
 
     def wait(self) -> None:
-        self._io("finishing the last checkpoint", self.checkpoints.wait)
+        self._io(f"writing checkpoint {self._saving}", self.checkpoints.wait)
 
     def fail(self, message: str, exit_code: int):
         raise SessionError(message, exit_code)
@@ -240,6 +261,13 @@ class RunSession:
         return {1: "SIGINT", 2: "SIGTERM"}.get(mine)
 
 
+@jax.jit
+def _finite_slots(tree):
+    """Per seed slot: whether every floating-point value of `tree` is finite."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.stack([jnp.isfinite(x).reshape(x.shape[0], -1).all(axis=1) for x in leaves]).all(axis=0)
+
+
 def _agree_or_raise(refusal: str | None) -> None:
     """Every process stops if any refuses to start (only process 0 checks the directory)."""
     failed = refusal is not None
@@ -256,5 +284,13 @@ def _seed_text(config) -> str:
 
 
 def _io_message(what: str, exc: BaseException) -> str:
-    text = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-    return f"{what} failed: {text}"
+    """'<what> failed: <the OS's reason> (<file>)' where the error names them (tensorstore's
+    errors carry the errno in text), else the error's first line."""
+    text = (str(exc).splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{what} failed: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
+    code = re.search(r"os_error_code='?(\d+)", text)
+    if code:
+        path = re.search(r'"(/[^"]+)"', text)
+        return f"{what} failed: {os.strerror(int(code.group(1)))}" + (f" ({path.group(1)})" if path else "")
+    return f"{what} failed: {text[:300]}"

@@ -33,7 +33,9 @@ Contracts, checked by tests/test_checkpoint.py against orbax-checkpoint 0.12.8:
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 from typing import Any
 
 import jax
@@ -148,11 +150,46 @@ def describe_mismatch(stored_metadata, target, limit: int = 10) -> list[str]:
     return problems
 
 
+class _QuietOrbax(logging.Filter):
+    """Drops two kinds of Orbax log records: a failure of a background save thread, logged with
+    its traceback by every thread involved, which `wait` / the next `save` raise again to the
+    caller (who reports it once); and the notes that a read-only manager will not save."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "orbax" not in record.pathname:
+            return True
+        if record.levelno >= logging.ERROR:
+            return not record.exc_info
+        return "read_only=True" not in record.msg and "is read only" not in record.msg
+
+
+_next_unraisablehook = sys.unraisablehook
+
+
+def _quiet_closed_loops(unraisable) -> None:
+    """When one of a save's file writes fails, Orbax stops waiting and closes its event loop;
+    tensorstore then reports each write still in flight to that closed loop, which raises
+    "Event loop is closed" in a callback (printed as an unraisable exception, dozens of times).
+    The failure itself reaches the caller through `wait` / `save`; these echoes are dropped."""
+    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+        _next_unraisablehook(unraisable)
+
+
+def _quiet_orbax() -> None:
+    absl = logging.getLogger("absl")
+    if not any(isinstance(f, _QuietOrbax) for f in absl.filters):
+        absl.addFilter(_QuietOrbax())
+    global _next_unraisablehook
+    if sys.unraisablehook is not _quiet_closed_loops:
+        _next_unraisablehook, sys.unraisablehook = sys.unraisablehook, _quiet_closed_loops
+
+
 class Checkpointer:
     """Keeps the last `keep` checkpoints of one run directory; each holds `state` and `meta`."""
 
     def __init__(self, directory: str | os.PathLike, keep: int, read_only: bool = False):
         """`read_only`: only look and restore (nothing is created, tidied or written)."""
+        _quiet_orbax()
         self.directory = os.path.abspath(os.fspath(directory))
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
@@ -275,9 +312,16 @@ class Checkpointer:
         return dst
 
     def close(self) -> None:
-        """Finish pending saves and release Orbax's threads."""
-        self._mgr.wait_until_finished()
-        self._mgr.close()
+        """Finish pending saves and release Orbax's threads (also when a save failed: its error
+        is raised after the release)."""
+        error = None
+        for step in (self._mgr.wait_until_finished, self._mgr.close):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - re-raised below, once everything is released
+                error = error or exc
+        if error is not None:
+            raise error
 
     def __enter__(self) -> "Checkpointer":
         return self
