@@ -169,8 +169,8 @@ class ProgressBar:
         self.stream = stream
         self.tty = stream.isatty()
 
-    def update(self, iteration: int, env_steps: int, test_returns: np.ndarray | None) -> None:
-        """env_steps: summed over seeds; test_returns: the latest test return of each seed."""
+    def update(self, iteration: int, env_steps, test_returns: np.ndarray | None) -> None:
+        """env_steps, test_returns: each seed's env steps and latest test return."""
         done = iteration - self.start
         elapsed = time.perf_counter() - self.t0
         left = self.total - iteration
@@ -178,7 +178,7 @@ class ProgressBar:
         width = 24
         filled = int(width * iteration / max(self.total, 1))
         bar = "#" * filled + "." * (width - filled)
-        line = (f"[{bar}] iter {iteration}/{self.total}  env steps {env_steps:,}  "
+        line = (f"[{bar}] iter {iteration}/{self.total}  env steps {format_env_steps(env_steps)}  "
                 f"test return {format_returns(test_returns)}  ETA {_fmt_seconds(eta)}")
         self.stream.write(("\r" + line) if self.tty else line + "\n")
         self.stream.flush()
@@ -197,6 +197,16 @@ def format_returns(returns: np.ndarray | None) -> str:
     if returns.size == 1:
         return f"{returns[0]:.2f}"
     return f"{returns.mean():.2f} [{returns.min():.2f}, {returns.max():.2f}] over {returns.size} seeds"
+
+
+def format_env_steps(per_seed) -> str:
+    """Env steps as a learning curve's x axis counts them: per seed, never summed over seeds."""
+    steps = np.asarray(per_seed, dtype=np.int64).ravel()
+    if steps.size == 1:
+        return f"{steps[0]:,}"
+    if steps.min() == steps.max():
+        return f"{steps[0]:,} per seed"
+    return f"{int(steps.mean()):,} per seed (mean; {steps.min():,} to {steps.max():,})"
 
 
 def _fmt_seconds(s: float) -> str:

@@ -132,7 +132,7 @@ def _train(session: RunSession) -> int:
         if iteration % config.checkpoint_every == 0 or iteration == config.num_iterations or stopping:
             session.save(state, iteration, counters["env_steps"], reason=stopping or "periodic")
         if session.is_primary:
-            bar.update(iteration, int(np.sum(counters["env_steps"], dtype=np.int64)), last_test)
+            bar.update(iteration, counters["env_steps"], last_test)
         if stopping:
             session.wait()
             bar.finish()
@@ -141,7 +141,7 @@ def _train(session: RunSession) -> int:
             return 130 if stopping == "SIGINT" else 143
     session.wait()
     bar.finish()
-    session.say(f"done: {iteration} iterations, {int(np.sum(counters['env_steps'], dtype=np.int64)):,} env "
+    session.say(f"done: {iteration} iterations, {prog.format_env_steps(counters['env_steps'])} env "
                 f"steps, final test return {prog.format_returns(last_test)}; outputs in {session.run_dir}")
     return 0
 

@@ -133,7 +133,7 @@ class RunSession:
         self._wall_offset = float(meta.get("wall_seconds", 0.0))
         state = self.trainer.fit_slots(state)
         self.say(f"resumed from checkpoint {step} (iteration {meta.get('iteration')}, "
-                 f"{sum(meta.get('env_steps', [0])):,} env steps over all seeds)")
+                 f"{prog.format_env_steps(meta.get('env_steps', [0]))} env steps)")
         self._accept()
         return state
 

@@ -99,6 +99,10 @@ def test_progress_line_shows_mean_and_range_over_seeds():
     assert progress.format_returns(np.array([-3.0, -1.0, -2.0])) == "-2.00 [-3.00, -1.00] over 3 seeds"
     assert progress.format_returns(np.array([-1.5])) == "-1.50"
     assert progress.format_returns(None) == "n/a"
+    # env steps are a curve's x axis: per seed, never the sum over the batch
+    assert progress.format_env_steps([96000, 96000, 96000]) == "96,000 per seed"
+    assert progress.format_env_steps([1200]) == "1,200"
+    assert progress.format_env_steps([90, 110]) == "100 per seed (mean; 90 to 110)"
 
 
 def test_phantom_slots_pad_to_the_seed_axis():
