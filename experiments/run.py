@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from experiments import cli, rundir
+from experiments import cli
 from experiments import progress as prog
 from experiments.session import RunSession, SessionError
 from pearl_jax import placement

@@ -1,5 +1,4 @@
 """The training command: exact resume, bad command lines, and a signal-safe stop."""
-import csv
 import os
 import signal
 import subprocess
