@@ -6,7 +6,6 @@ import pytest
 
 from envs.base import task_at
 from experiments.configs import apply_preset, get_config
-from pearl_jax import buffers as buf
 from pearl_jax.collect import EXTRA_RL, PRIOR, collect_visits
 from pearl_jax.evaluate import online_adaptation
 from pearl_jax.rollout import empty_history, rollout, scan_length
