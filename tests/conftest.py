@@ -19,3 +19,10 @@ import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 _CACHE = os.environ.get("PEARL_TEST_JAX_CACHE") or os.path.join(tempfile.gettempdir(), "pearl-jax-test-cache")
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding a `slow` test run first: with parallel workers (pyproject's `-n 2`) the
+    longest files then start at once instead of leaving one worker busy at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: order within a file kept

@@ -6,9 +6,12 @@ Bounds: parameters of the same seed on different layouts agree to float32 reduct
 import json
 import subprocess
 
+import pytest
+
 from tests.tiny import python, subprocess_env
 
 
+@pytest.mark.slow
 def test_seed_and_task_placement_on_8_devices(tmp_path):
     env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
     proc = subprocess.run([python(), "-m", "tests.device_checks", str(tmp_path / "ckpt")], env=env,

@@ -48,6 +48,7 @@ def _close(rows_a, rows_b):
             np.testing.assert_allclose(float(a[k]), float(b[k]), rtol=1e-4, atol=1e-5, err_msg=k)
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_resume_like_one(tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     single = _launch([*FLAGS, *SEEDS, "--num_iterations=2", f"--out-dir={one}"], 1)[0]
