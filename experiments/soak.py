@@ -1,14 +1,16 @@
 """Kill a small run again and again, resume it each time, and check it ends as if never killed.
 
     python -m experiments.soak --task=point-robot --kills=20 --seed=0 [--num_seeds=2]
-                               [--num_iterations=10] [--keep]
+                               [--num_iterations=N] [--keep]
 
 First trains an uninterrupted reference run. Then trains the same run in processes that are
 SIGKILLed at moments drawn from `--seed`: halfway through writing a progress.csv row, while a
 checkpoint's files are being written, or after a random delay; each next process resumes
-(`--resume`). A final process finishes the run. Then every logged value must equal the
-reference's: progress.csv rows (timing columns aside), the scalars TensorBoard shows, the
-online-adaptation curves, and the final checkpoint's state (its per-leaf fingerprints).
+(`--resume`), until `--kills` kills have landed. The run is long enough that it rarely ends
+first (`--num_iterations`, default 2 x kills + 2). A final process finishes the run. Then every
+logged value must equal the reference's: progress.csv rows (timing columns aside), the scalars
+TensorBoard shows, the online-adaptation curves, and the final checkpoint's state (its per-leaf
+fingerprints).
 
 Prints one JSON object with what was checked; exit status 0 when everything matched, 1 if not.
 Runs use the `--preset=tiny` config (seconds per process once compiled).
@@ -78,12 +80,16 @@ def aftermath(run_dir: str | None) -> dict:
     return {"mid_save": mid_save, "partial_line": partial}
 
 
-def killed_runs(run_dir: str, new_run_args: list[str], kills: list[str], env: dict) -> list[dict]:
+def killed_runs(run_dir: str, new_run_args: list[str], kills: list[str], env: dict,
+                enough: int | None = None) -> list[dict]:
     """Start the run in `run_dir` and resume it after each kill in `kills` (one process per
-    kill; the first is the new run, later ones `--resume`). Stops early if a process finishes
-    the run before its kill comes. Every process must exit by SIGKILL or finish (status 0)."""
+    kill; the first is the new run, later ones `--resume`). Stops early when a process finishes
+    the run before its kill comes, or once `enough` kills have landed. Every process must exit
+    by SIGKILL or finish (status 0)."""
     results = []
     for kill in kills:
+        if enough is not None and sum(r["returncode"] == -9 for r in results) >= enough:
+            break
         args = (["--resume", run_dir] if os.path.exists(os.path.join(run_dir, rundir.CONFIG))
                 else new_run_args + [f"--out-dir={run_dir}"])
         r = run_process(args, env, kill=kill, run_dir=run_dir)
@@ -146,13 +152,13 @@ def _untimed(tb: dict) -> dict:
 
 # --- the soak --------------------------------------------------------------------------------
 
-def plan_kills(rng: random.Random, kills: int, duration: float) -> list[str]:
-    """`kills` kill moments, each mid-row, mid-save or timed; small counts so most land before
-    the process would finish (a process resumed from checkpoint k writes rows k+1, ...)."""
+def plan_kills(rng: random.Random, kills: int, max_delay: float) -> list[str]:
+    """`kills` kill moments, each mid-row, mid-save or timed (up to `max_delay` seconds); small
+    counts, so that a process dies within its first few iterations."""
     plan = []
     for _ in range(kills):
         kind = rng.choice(["progress", "save", "time"])
-        plan.append(f"time:{rng.uniform(0.0, duration):.2f}" if kind == "time" else f"{kind}:{rng.randint(1, 3)}")
+        plan.append(f"time:{rng.uniform(0.0, max_delay):.2f}" if kind == "time" else f"{kind}:{rng.randint(1, 3)}")
     return plan
 
 
@@ -163,9 +169,14 @@ def soak(task: str, kills: int, seed: int, num_seeds: int, num_iterations: int, 
     ref = run_process(args + [f"--out-dir={reference}"], env)
     if ref["returncode"] != 0:
         raise RuntimeError(f"the reference run failed:\n{ref['output'][-3000:]}")
-    duration = time.perf_counter() - t0
-    plan = plan_kills(random.Random(seed), kills, duration)
-    results = killed_runs(run_dir, args, plan, env)
+    # timed kills fall within a process's start and first three iterations, as the reference
+    # took them (its rows' wall seconds and what it spent outside them), less its compilation
+    # (later processes find the programs in the compilation cache)
+    rows = progress.read_rows(os.path.join(rundir.seed_dirs(reference)[0][1], rundir.PROGRESS))
+    wall, third = float(rows[-1]["Wall seconds"]), rows[min(3, len(rows)) - 1]
+    max_delay = (time.perf_counter() - t0 - wall) + float(third["Wall seconds"]) - float(third["Compile seconds"])
+    plan = plan_kills(random.Random(seed), 3 * kills, max_delay)  # more than needed: some miss
+    results = killed_runs(run_dir, args, plan, env, enough=kills)
     if results[-1]["returncode"] != 0:  # the last kill landed: one more process finishes
         results.append({**run_process(["--resume", run_dir], env, run_dir=run_dir), "resumed": True})
     if results[-1]["returncode"] != 0:
@@ -173,7 +184,8 @@ def soak(task: str, kills: int, seed: int, num_seeds: int, num_iterations: int, 
     landed = [r for r in results if r["returncode"] == -9]
     report = {
         "task": task, "seed": seed, "num_seeds": num_seeds, "num_iterations": num_iterations,
-        "kills_planned": plan, "kills_landed": len(landed),
+        "kills": [r["kill"] for r in results if r["kill"]], "kills_landed": len(landed),
+        "max_delay_seconds": round(max_delay, 1),
         "landed_by_kind": {k: sum(r["kill"].startswith(k) for r in landed) for k in ("progress", "save", "time")},
         "left_mid_save": sum(r["mid_save"] for r in landed),
         "left_partial_line": sum(r["partial_line"] for r in landed),
@@ -186,7 +198,7 @@ def soak(task: str, kills: int, seed: int, num_seeds: int, num_iterations: int, 
     return report
 
 
-_FLAGS = {"task": "point-robot", "kills": 20, "seed": 0, "num_seeds": 1, "num_iterations": 10, "keep": False}
+_FLAGS = {"task": "point-robot", "kills": 20, "seed": 0, "num_seeds": 1, "num_iterations": 0, "keep": False}
 
 
 def parse(argv: list[str]) -> dict:
@@ -206,7 +218,7 @@ def parse(argv: list[str]) -> dict:
         elif name == "keep":
             flags[name] = value.lower() in ("", "true", "1", "yes")
         else:
-            lowest = 0 if name == "seed" else 1
+            lowest = 0 if name in ("seed", "num_iterations") else 1
             if not value.lstrip("-").isdigit() or int(value) < lowest:
                 raise ValueError(f"--{name}={value}: must be an integer >= {lowest}")
             flags[name] = int(value)
@@ -221,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    flags["num_iterations"] = flags["num_iterations"] or 2 * flags["kills"] + 2  # 0: room for every kill
     use_compilation_cache()
     import jax
 

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -267,6 +268,23 @@ def test_second_process_is_refused_and_a_killed_holder_frees_the_directory(refer
         holder.wait()
     code, out, _ = _main(["--resume", d], capsys)  # the kernel freed the lock with its holder
     assert code == 0 and "done: 4 iterations" in out
+
+
+def test_lock_message_names_the_holder_only_while_it_lives(tmp_path):
+    d = str(tmp_path)
+    held = rundir.RunLock(d)
+    held.acquire()  # a new lock file names its holder at once
+    with pytest.raises(rundir.RunDirInUse, match=f"in use by pid {os.getpid()} on "):
+        rundir.RunLock(d).acquire()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with open(held.path, "w") as f:  # a holder still checking names the one before it, now gone
+        f.write(f"pid {int(gone.stdout)} on {socket.gethostname()}\n")
+    with pytest.raises(rundir.RunDirInUse, match="in use by another process; wait"):
+        rundir.RunLock(d).acquire()
+    held.release()
+    again = rundir.RunLock(d)
+    again.acquire()
+    again.release()
 
 
 # --- 8: divergence ---------------------------------------------------------------------------
