@@ -36,7 +36,12 @@ def read_rows(path: str) -> list[dict[str, str]]:
 
 
 def write_atomically(path: str, text: str) -> None:
-    """Replace `path` with `text` so a reader (or a kill) sees the old file or the new, never half."""
+    """Replace `path` with `text` so a reader (or a kill) sees the old file or the new, never half.
+    Temporary files that killed writers left for `path` go too (the run lock admits one writer)."""
+    folder, name = os.path.split(path)
+    for left in os.listdir(folder or "."):
+        if left.startswith(f"{name}.tmp-"):
+            os.remove(os.path.join(folder, left))
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", newline="") as f:
         f.write(text)

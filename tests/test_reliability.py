@@ -154,6 +154,8 @@ def test_partial_line_and_events_past_the_checkpoint_are_dropped(tmp_path):
     with open(os.path.join(d, rundir.TENSORBOARD, tb_files[0]), "ab") as f:
         f.write(b"\x30\x00\x00\x00\x00\x00\x00\x00\x01\x02")  # and mid-event
     assert [r["Epoch"] for r in progress.read_rows(os.path.join(d, rundir.PROGRESS))] == ["1", "2", "3"]
+    with open(os.path.join(d, rundir.PROGRESS + ".tmp-999999"), "w") as f:
+        f.write("Epoch\n")  # and one killed while rewriting the file
     log = progress.ProgressLog(d, resume_iteration=2, resume_env_steps=200)  # checkpoint 2
     log.write({progress.ITERATION: 3, progress.ENV_STEPS: 310, "x": 9.0}, {"curve": [9.0]})
     log.close()
@@ -161,6 +163,7 @@ def test_partial_line_and_events_past_the_checkpoint_are_dropped(tmp_path):
     assert [(r["Epoch"], r["x"]) for r in rows] == [("1", "0.5"), ("2", "1.0"), ("3", "9.0")]
     assert progress.tensorboard_scalars(d)["x"] == {100: 0.5, 200: 1.0, 310: 9.0}
     assert sorted(os.listdir(os.path.join(d, rundir.ONLINE))) == [f"curve-iter0000{i}.npy" for i in (1, 2, 3)]
+    assert sorted(os.listdir(d)) == [rundir.ONLINE, rundir.PROGRESS, rundir.TENSORBOARD]
 
 
 # --- 4: unreadable checkpoints -----------------------------------------------------------------
