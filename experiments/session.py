@@ -10,6 +10,8 @@ What it guarantees (tests/test_run.py, tests/test_reliability.py):
 * A failed write (disk full, read-only directory) stops the run with one line and exit status 4;
   Orbax writes each checkpoint to a temporary directory and renames it when complete, so the
   previous checkpoint stays intact.
+* Non-finite parameters are never checkpointed: the run stops with exit status 3 and the
+  previous checkpoint stays the newest (a resume with a lower learning rate continues from it).
 * SIGINT / SIGTERM finish the running chunk and checkpoint; a second signal aborts.
 * Several processes (hosts): all restore and save the sharded state; only process 0 locks,
   writes configs and progress files and prints; stop decisions are agreed by all.
