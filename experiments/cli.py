@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import envs
 from pearl_jax import placement
+from experiments import rundir
 from experiments.configs import PRESETS, apply_preset, get_config
 from pearl_jax.config import (FIELDS, RESUME_MUTABLE, ConfigError, PearlConfig, fail,
                               format_value, from_json, validate)
@@ -266,8 +267,9 @@ def _wandb(run_flags) -> bool:
 
 
 def check_new_run_dir(out_dir: str) -> None:
-    """A new run's directory must not exist, or be an empty directory."""
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
+    """A new run's directory must not exist, or be an empty directory (a lock file alone that
+    nobody holds counts as empty: a start killed before it wrote anything)."""
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not rundir.holds_only_a_free_lock(out_dir):
         fail("out_dir", out_dir, "exists and is not empty; use --resume to continue a run")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         fail("out_dir", out_dir, "exists and is not a directory")

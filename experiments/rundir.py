@@ -143,6 +143,24 @@ class RunLock:
         self._fd = None
 
 
+def holds_only_a_free_lock(run_dir: str) -> bool:
+    """True for a directory whose only entry is a lock file nobody holds: what a process killed
+    between creating a new run directory and writing its config leaves behind. Checked without
+    creating or changing anything."""
+    import fcntl
+
+    if os.listdir(run_dir) != [LOCK]:
+        return False
+    fd = os.open(os.path.join(run_dir, LOCK), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # held: a live run is starting there
+    finally:
+        os.close(fd)  # also releases the probe's own lock
+    return True
+
+
 def _live_holder(text: str) -> str:
     """The lock file's 'pid N on HOST', unless it names a process of this host that is gone (a
     holder still checking the run has not claimed the file yet: it names the one before)."""

@@ -290,6 +290,28 @@ def test_lock_message_names_the_holder_only_while_it_lives(tmp_path):
     again.release()
 
 
+def test_a_start_killed_before_its_config_leaves_a_directory_a_new_run_may_use(tmp_path):
+    """Killed between creating the directory and writing config.json: only `.lock` is left.
+    Nobody holds it, so a new run may start there; while a process holds it, it may not."""
+    from experiments.cli import check_new_run_dir
+    from pearl_jax.config import ConfigError
+
+    d = str(tmp_path / "run")
+    os.makedirs(d)
+    lock = rundir.RunLock(d)
+    lock.acquire()
+    with pytest.raises(ConfigError, match="exists and is not empty"):
+        check_new_run_dir(d)  # held: a live run is starting there
+    lock.release()  # as a SIGKILL would: the file stays, the flock goes
+    before = snapshot(d)
+    check_new_run_dir(d)
+    assert snapshot(d) == before  # the check itself changes nothing
+    with open(os.path.join(d, "notes.txt"), "w") as f:
+        f.write("a user's file")
+    with pytest.raises(ConfigError, match="exists and is not empty"):
+        check_new_run_dir(d)
+
+
 # --- 8: divergence ---------------------------------------------------------------------------
 
 def test_non_finite_parameters_stop_with_exit_3_and_a_sane_resume_finishes(reference, tmp_path, capsys):
