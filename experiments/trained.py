@@ -8,7 +8,6 @@ slice is kept. The adaptation run is the evaluation protocol's own rollout
 """
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -100,9 +99,6 @@ def load(run_dir: str, seed: int | None = None, config: PearlConfig | None = Non
                            f"{config.checkpoint_every} iterations, in {rundir.CHECKPOINTS}/)")
     trainer = Trainer(config)
     target = lambda stored: trainer.abstract_state(int(jax.tree.leaves(stored)[0].shape[0]))
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.ERROR)  # Orbax's notes that a read-only manager will not save
     try:
         ckpt = Checkpointer(where, keep=config.keep_checkpoints, read_only=True)
         try:
@@ -111,8 +107,6 @@ def load(run_dir: str, seed: int | None = None, config: PearlConfig | None = Non
             ckpt.close()
     except CheckpointError as exc:
         raise TrainedError(f"{run_dir}: {str(exc).splitlines()[0]}") from None
-    finally:
-        absl.setLevel(level)
     state = seed_slice(state, config.seeds.index(seed))
     return Trained(run_dir, seed, trainer, state, int(meta.get("iteration", step)))
 
