@@ -7,6 +7,7 @@ import pytest
 
 import envs
 from envs.base import MetaEnv
+from tests.env_rollouts import B, T, batch_keys, family
 
 
 def test_unknown_name_names_it_and_lists_valid_ones():
@@ -36,26 +37,33 @@ def test_names_are_stable_and_unique():
     assert len(names) == len(set(names)) and names == envs.names()
 
 
+# (observation, action) sizes of each family, as docs/envs.md and the README list them
+SIZES = {"point-robot": (2, 2), "sparse-point-robot": (2, 2), "cheetah-vel": (20, 6),
+         "cheetah-dir": (20, 6), "ant-dir": (27, 8), "ant-goal": (113, 8), "humanoid-dir": (376, 17),
+         "walker-rand-params": (17, 6), "hopper-rand-params": (11, 3)}
+
+
+def test_every_family_has_documented_sizes():
+    assert sorted(SIZES) == sorted(envs.names())
+
+
 @pytest.mark.parametrize("name", envs.names())
 def test_every_family_builds_resets_and_steps_batched(name):
-    env = envs.make(name)
+    fam = family(name)  # the batched programs the other env tests share
+    env = fam.env
     assert isinstance(env, MetaEnv)
-    n = 4
-    ids = np.arange(n) % env.n_tasks  # two-task families repeat each task
+    ids = np.arange(B) % env.n_tasks  # two-task families repeat each task
     tasks = envs.task_at(env.tasks(), ids)
     assert len(set(ids.tolist())) >= min(2, env.n_tasks)
-    # sizes are derived from the functions themselves, not hand-kept
-    task0 = jax.tree.map(lambda x: x[0], env.tasks())
-    assert env.observation_size == jax.eval_shape(env.reset, jax.random.key(0), task0).obs.shape[-1]
-    assert env.action_size > 0
-
-    state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(0), n), tasks)
-    actions = jax.random.uniform(jax.random.key(1), (n, env.action_size), minval=-1.0, maxval=1.0)
-    state = jax.jit(jax.vmap(env.step))(state, actions)
-    assert state.obs.shape == (n, env.observation_size)
-    assert state.reward.shape == (n,) and state.terminated.shape == (n,)
-    assert "sparse_reward" in state.info
-    for leaf in jax.tree.leaves((state.obs, state.reward, state.terminated, state.info)):
+    s0, seq = fam.run(batch_keys(0), tasks, fam.random_actions(1))
+    # the derived sizes are the sizes the functions produce, and the documented ones
+    assert (env.observation_size, env.action_size) == SIZES[name]
+    assert s0.obs.shape == (B, env.observation_size) and seq.obs.shape == (T, B, env.observation_size)
+    if hasattr(env, "mj_model"):  # the action drives every actuator
+        assert seq.physics.ctrl.shape == (T, B, env.action_size)
+    assert seq.reward.shape == (T, B) and seq.terminated.shape == (T, B)
+    assert "sparse_reward" in seq.info
+    for leaf in jax.tree.leaves((seq.obs, seq.reward, seq.terminated, seq.info)):
         assert np.all(np.isfinite(np.asarray(leaf))), name
     # the train and test splits index into the task set
     assert np.max(env.train_task_ids()) < env.n_tasks and np.max(env.test_task_ids()) < env.n_tasks

@@ -1,8 +1,9 @@
 """Ant, humanoid and rand-params families: shapes, rewards from the physics state, tasks, ends,
 contact forces and per-task physics checked against MuJoCo C.
 
-Compiles dominate (humanoid: minutes on a busy 2-core CPU), so each family compiles one batched
-reset and one batched rollout, shared by its tests through module-scoped fixtures.
+Compiles dominate (humanoid: minutes on a busy 2-core CPU), so every test steps a family through
+its one batched reset and T-step rollout from tests/env_rollouts.py, shared with the other env
+test files; module-scoped fixtures hold this file's batch.
 """
 from __future__ import annotations
 
@@ -18,42 +19,30 @@ from mujoco import mjx
 import envs
 from envs.ant import external_forces
 from envs.rand_params import DERIVED, VARIED, PhysicsTask, nominal_task
+from tests.env_rollouts import B, T, c_rollout, family
 
-if jax.config.jax_compilation_cache_dir is None:  # reruns reuse the compiled rollouts
-    jax.config.update("jax_compilation_cache_dir", ".jax_cache")
-
-B, T = 4, 6
 OBS = {"ant-dir": 27, "ant-goal": 113, "humanoid-dir": 376, "walker-rand-params": 17,
        "hopper-rand-params": 11}
 
 
 class Family:
-    """One env with its compiled batched reset and T-step rollout (scan over vmap(step))."""
+    """A family's shared programs (tests/env_rollouts.py) run on this file's batch: elements
+    0-2 share a reset key and all four share one action sequence."""
 
     def __init__(self, name: str, task_ids):
-        self.name = name
-        self.env = envs.make(name)
-        self.reset = jax.jit(jax.vmap(self.env.reset))
-
-        def roll(s, actions):
-            return jax.lax.scan(lambda s, a: (jax.vmap(self.env.step)(s, a),) * 2, s, actions)
-
-        self.roll = jax.jit(roll)
-        # elements 0-2 share a key (same start state, same actions), element 3 has its own key
+        shared = family(name)
+        self.name, self.env = name, shared.env
         k0, k1 = jax.random.split(jax.random.key(3))
         self.keys = jnp.stack([k0, k0, k0, k1])
-        self.tasks = envs.task_at(self.env.tasks(), np.asarray(task_ids))
+        self.tasks = shared.tasks(task_ids)
         a = jax.random.uniform(jax.random.key(4), (T, 1, self.env.action_size), minval=-1, maxval=1)
         self.actions = jnp.broadcast_to(a, (T, B, self.env.action_size))
-        self.s0 = self.reset(self.keys, self.tasks)
-        self.last, self.seq = self.roll(self.s0, self.actions)
+        self._shared = shared
+        self.s0, self.seq = shared.run(self.keys, self.tasks, self.actions)
 
     def run(self, tasks, qpos_edit=None):
         """Same keys and actions, other tasks (and optionally an edited start qpos)."""
-        s0 = self.reset(self.keys, tasks)
-        if qpos_edit is not None:
-            s0 = s0.replace(physics=s0.physics.replace(qpos=qpos_edit(s0.physics.qpos)))
-        return self.roll(s0, self.actions)[1]
+        return self._shared.run(self.keys, tasks, self.actions, qpos_edit)[1]
 
 
 @pytest.fixture(scope="module")
@@ -267,16 +256,6 @@ def test_hopper_and_walker_termination(hopper, walker):
 
 
 # --- per-task physics (rand-params) -------------------------------------------------------
-def c_rollout(mj_model, qpos, qvel, ctrls, frame_skip):
-    """MuJoCo C reference: final qpos after holding each ctrl row for frame_skip steps."""
-    d = mujoco.MjData(mj_model)
-    d.qpos[:], d.qvel[:] = qpos, qvel
-    for c in ctrls:
-        d.ctrl[:] = c
-        mujoco.mj_step(mj_model, d, nstep=frame_skip)
-    return d.qpos.copy()
-
-
 def c_model_for(env, task: PhysicsTask, i: int) -> mujoco.MjModel:
     m = copy.copy(env.mj_model)
     for k in VARIED:
@@ -323,8 +302,8 @@ def test_each_varied_field_changes_dynamics_like_mujoco_c(fam_name, request):
     s0 = fam.s0.physics
     for i, field in enumerate(VARIED):
         qp, qv = np.asarray(s0.qpos[i], np.float64), np.asarray(s0.qvel[i], np.float64)
-        c_nom = c_rollout(env.mj_model, qp, qv, ctrls, env.frame_skip)
-        c_fld = c_rollout(c_model_for(env, fields, i), qp, qv, ctrls, env.frame_skip)
+        c_nom = c_rollout(env.mj_model, env.frame_skip, qp, qv, ctrls)[0][-1]
+        c_fld = c_rollout(c_model_for(env, fields, i), env.frame_skip, qp, qv, ctrls)[0][-1]
         d_mjx, d_c = q_fld[i] - q_nom[i], c_fld - c_nom
         cos = d_mjx @ d_c / (np.linalg.norm(d_mjx) * np.linalg.norm(d_c))
         print(f"{fam.name} {field}: |d_mjx| {np.linalg.norm(d_mjx):.2e} |d_c| "

@@ -7,47 +7,35 @@ import numpy as np
 import pytest
 
 import envs
+from tests.env_rollouts import B, T, batch_keys, family
 
 NAMES = ["point-robot", "sparse-point-robot", "cheetah-vel", "cheetah-dir"]
-_CACHE: dict = {}
 
 
-def built(name):
-    """One env and one compiled batched reset/step per family for the whole module."""
-    if name not in _CACHE:
-        env = envs.make(name)
-        _CACHE[name] = (env, jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step)))
-    return _CACHE[name]
-
-
-def batch_of_tasks(env, n=4):
-    ids = np.arange(n) % env.n_tasks  # cheetah-dir has 2 tasks: each appears twice
+def batch_of_tasks(env):
+    ids = np.arange(B) % env.n_tasks  # cheetah-dir has 2 tasks: each appears twice
     return envs.task_at(env.tasks(), ids)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_batched_reset_and_step(name):
-    env, reset, step = built(name)
-    tasks = batch_of_tasks(env)
-    state = reset(jax.random.split(jax.random.key(0), 4), tasks)
-    actions = jax.random.uniform(jax.random.key(1), (4, env.action_size), minval=-1, maxval=1)
-    for _ in range(3):
-        state = step(state, actions)
+    fam = family(name)
+    env, tasks = fam.env, batch_of_tasks(fam.env)
+    _, seq = fam.run(batch_keys(0), tasks, fam.random_actions(1))
     obs_size = {"point-robot": 2, "sparse-point-robot": 2}.get(name, 20)
-    assert env.observation_size == obs_size and state.obs.shape == (4, obs_size)
+    assert env.observation_size == obs_size and seq.obs.shape == (T, B, obs_size)
     assert env.action_size == (2 if "point" in name else 6)
-    assert state.reward.shape == (4,) and state.terminated.shape == (4,)
-    for leaf in jax.tree.leaves((state.obs, state.reward, state.info)):
+    assert seq.reward.shape == (T, B) and seq.terminated.shape == (T, B)
+    for leaf in jax.tree.leaves((seq.obs, seq.reward, seq.info)):
         assert np.all(np.isfinite(np.asarray(leaf)))
-    np.testing.assert_array_equal(np.asarray(state.task), np.asarray(tasks))
+    np.testing.assert_array_equal(np.asarray(seq.task[-1]), np.asarray(tasks))
     assert env.max_path_length == (20 if "point" in name else 200)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reset_draws_fresh_noise(name):
-    env, reset, _ = built(name)
-    task = batch_of_tasks(env, 2)
-    s = reset(jax.random.split(jax.random.key(3), 2), envs.task_at(task, np.array([0, 0])))
+    fam = family(name)
+    s = fam.reset(batch_keys(3), envs.task_at(fam.env.tasks(), np.zeros(B, int)))  # one task
     if name == "sparse-point-robot":  # the reference always starts at the origin
         np.testing.assert_array_equal(np.asarray(s.obs), 0.0)
     else:
@@ -57,28 +45,26 @@ def test_reset_draws_fresh_noise(name):
 # --- half-cheetah --------------------------------------------------------------------------
 
 
-def cheetah_rollout(name, n_steps):
-    env, reset, step = built(name)
-    tasks = batch_of_tasks(env)
-    state = reset(jax.random.split(jax.random.key(7), 4), tasks)
-    keys = jax.random.split(jax.random.key(8), n_steps)
-    out = []
-    for k in keys:
-        a = jax.random.uniform(k, (4, 6), minval=-1.0, maxval=1.0)
-        x_before = np.asarray(state.physics.qpos[:, 0], np.float64)
-        state = step(state, a)
-        out.append((x_before, np.asarray(a, np.float64), state))
-    return env, tasks, out
+def cheetah_rollout(name):
+    """(env, tasks, actions (T, B, 6), x before each step (T, B), per-step states)."""
+    fam = family(name)
+    tasks = batch_of_tasks(fam.env)
+    actions = fam.random_actions(8)
+    s0, seq = fam.run(batch_keys(7), tasks, actions)
+    x = np.asarray(seq.physics.qpos[..., 0], np.float64)
+    x_before = np.concatenate([np.asarray(s0.physics.qpos[None, :, 0], np.float64), x[:-1]])
+    return fam.env, tasks, np.asarray(actions, np.float64), x_before, seq
 
 
 @pytest.mark.parametrize("name", ["cheetah-vel", "cheetah-dir"])
 def test_cheetah_reward_from_physics_state(name):
-    env, tasks, out = cheetah_rollout(name, 3)
+    env, tasks, actions, x_before, seq = cheetah_rollout(name)
     goal = np.asarray(tasks, np.float64)
     assert len(set(goal.tolist())) >= 2  # the batch really mixes tasks
-    for x_before, a, state in out:
+    for t in range(T):
+        state, a = jax.tree.map(lambda x: x[t], seq), actions[t]
         x_after = np.asarray(state.physics.qpos[:, 0], np.float64)
-        vel = (x_after - x_before) / 0.05  # dt = timestep 0.01 x frame skip 5
+        vel = (x_after - x_before[t]) / 0.05  # dt = timestep 0.01 x frame skip 5
         ctrl = 0.05 * np.sum(a**2, axis=1)
         expected = (-np.abs(vel - goal) if name == "cheetah-vel" else goal * vel) - ctrl
         np.testing.assert_allclose(np.asarray(state.reward), expected, rtol=1e-4, atol=1e-4)
@@ -92,8 +78,8 @@ def test_cheetah_reward_from_physics_state(name):
 
 
 def test_cheetah_observation_layout():
-    env, _, out = cheetah_rollout("cheetah-vel", 1)
-    state = out[-1][2]
+    env, _, _, _, seq = cheetah_rollout("cheetah-vel")
+    state = jax.tree.map(lambda x: x[0], seq)
     qpos, qvel, obs = (np.asarray(x) for x in (state.physics.qpos, state.physics.qvel, state.obs))
     np.testing.assert_array_equal(obs[:, :8], qpos[:, 1:])
     np.testing.assert_array_equal(obs[:, 8:17], qvel)
@@ -102,15 +88,14 @@ def test_cheetah_observation_layout():
 
 
 def test_cheetah_never_terminates():
-    env, reset, step = built("cheetah-dir")
-    state = reset(jax.random.split(jax.random.key(11), 4), batch_of_tasks(env))
-
-    def body(s, k):
-        s = step(s, jax.random.uniform(k, (4, 6), minval=-1.0, maxval=1.0))
-        return s, (s.terminated, s.reward)
-
-    _, (term, rew) = jax.lax.scan(body, state, jax.random.split(jax.random.key(12), 100))
-    assert float(jnp.max(term)) == 0.0 and bool(jnp.all(jnp.isfinite(rew)))
+    fam = family("cheetah-dir")
+    state = fam.reset(batch_keys(11), batch_of_tasks(fam.env))
+    terminated, rewards = [], []
+    for k in range(100 // T):  # 100 steps through the shared T-step program
+        state, seq = fam.roll(state, fam.random_actions(12 + k))
+        terminated.append(seq.terminated)
+        rewards.append(seq.reward)
+    assert float(jnp.max(jnp.stack(terminated))) == 0.0 and bool(jnp.all(jnp.isfinite(jnp.stack(rewards))))
 
 
 def test_cheetah_task_sets_match_reference_draw():
@@ -134,32 +119,34 @@ def test_cheetah_task_sets_match_reference_draw():
 
 @pytest.mark.parametrize("name", ["point-robot", "sparse-point-robot"])
 def test_point_robot_analytic_step(name):
-    env, reset, step = built(name)
-    tasks = batch_of_tasks(env)
-    state = reset(jax.random.split(jax.random.key(5), 4), tasks)
+    fam = family(name)
+    tasks = batch_of_tasks(fam.env)
+    state = fam.reset(batch_keys(5), tasks)
     start = np.asarray(state.obs, np.float64)
     actions = np.array([[1.0, -1.0], [0.5, 0.25], [3.0, -7.0], [0.0, 0.0]], np.float32)  # row 2 clips
-    state = step(state, jnp.asarray(actions))
-    moved = start + 0.1 * np.clip(actions, -1.0, 1.0)
-    np.testing.assert_allclose(np.asarray(state.obs), moved, atol=1e-6)
-    dist = np.linalg.norm(moved - np.asarray(tasks), axis=1)
-    np.testing.assert_allclose(np.asarray(state.reward), -dist, atol=1e-6)
-    assert not np.any(np.asarray(state.terminated))
+    _, seq = fam.roll(state, jnp.broadcast_to(actions, (T, B, 2)))
+    for t in range(T):  # the same action every step: the point moves on a straight line
+        moved = start + 0.1 * (t + 1) * np.clip(actions, -1.0, 1.0)
+        np.testing.assert_allclose(np.asarray(seq.obs[t]), moved, atol=1e-5)
+        dist = np.linalg.norm(moved - np.asarray(tasks), axis=1)
+        np.testing.assert_allclose(np.asarray(seq.reward[t]), -dist, atol=1e-5)
+    assert not np.any(np.asarray(seq.terminated))
 
 
 def test_sparse_reward_inside_and_outside_the_goal_radius():
-    env, reset, step = built("sparse-point-robot")
+    fam = family("sparse-point-robot")
     goal = np.array([0.0, 1.0], np.float32)
-    tasks = jnp.asarray(np.tile(goal, (4, 1)))
-    state = reset(jax.random.split(jax.random.key(0), 4), tasks)
-    # place each point so that after one step it sits at distance 0.05, 0.15, 0.25, 0.6 from the goal
+    tasks = jnp.asarray(np.tile(goal, (B, 1)))
+    state = fam.reset(batch_keys(0), tasks)
+    # place each point so that after each step of zero action it sits at distance 0.05, 0.15,
+    # 0.25, 0.6 from the goal
     targets = np.array([[0.0, 0.95], [0.15, 1.0], [0.0, 0.75], [0.6, 1.0]], np.float32)
     state = state.replace(physics=jnp.asarray(targets), obs=jnp.asarray(targets))
-    state = step(state, jnp.zeros((4, 2)))
+    _, seq = fam.roll(state, jnp.zeros((T, B, 2)))
     dist = np.array([0.05, 0.15, 0.25, 0.6])
-    np.testing.assert_allclose(np.asarray(state.reward), -dist, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(state.info["sparse_reward"]), [0.95, 0.85, 0.0, 0.0], atol=1e-6)
-    assert env.has_sparse_reward and not envs.make("point-robot").has_sparse_reward
+    np.testing.assert_allclose(np.asarray(seq.reward[0]), -dist, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(seq.info["sparse_reward"][0]), [0.95, 0.85, 0.0, 0.0], atol=1e-6)
+    assert fam.env.has_sparse_reward and not envs.make("point-robot").has_sparse_reward
 
 
 def test_point_robot_task_sets_match_reference_draw():

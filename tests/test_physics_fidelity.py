@@ -1,19 +1,18 @@
 """MJX against MuJoCo C on the same model with identical options.
 
-`rollout_errors` is the generic check: any MJX family whose state.physics is an `mjx.Data` and
-that exposes `mj_model` (the MjModel it put on device, solver options included) and
-`frame_skip` is covered by `test_env_matches_mujoco_c`, which is parametrized over every
-registered MuJoCo family whose module exists. Families with per-task physics (rand-params)
-expose `mj_model_for_task(task)` to name the model a task steps; without it a rand-params task
-would be compared against the nominal model.
+`test_env_matches_mujoco_c` covers every registered MuJoCo family: the family's shared batched
+rollout (tests/env_rollouts.py: B envs, T env steps, B different reset states and action
+sequences) against MuJoCo C stepping each element's model from the same reset state. Families
+with per-task physics (rand-params) expose `mj_model_for_task(task)` to name the model a task
+steps; without it a rand-params task would be compared against the nominal model.
 
 Contact dynamics are chaotic and MJX runs in float32 against MuJoCo's float64, so trajectories
 part eventually. With a converged solver (the cheetah's iterations 4 / ls 8) the cheetah stays
 within 2e-3 in qvel for 10 env steps and 1.3e-2 for 20 (12 sequences); with iterations 1 /
 ls 4 two of 12 sequences already differ by more than 0.5 in qvel at step 5, at the first foot
-strike. The tolerance below holds over the first `N_STEPS` env steps of an episode.
+strike. The tolerances below hold over the first T env steps of an episode.
 
-The ant is compared with an elliptic friction cone on both sides (`fidelity_env`). With the
+The ant is compared with an elliptic friction cone on both sides (`fidelity_family`). With the
 default pyramidal cone the friction pyramid is oriented by the contact's tangent frame, and for
 capsule-plane contacts MJX 3.17 and MuJoCo C choose different tangents when the capsule is steep
 (MJX falls back to a fixed axis when the capsule axis projected on the plane is shorter than
@@ -23,130 +22,83 @@ friction pyramid by about 45 degrees at most foot contacts: one-step qvel differ
 contact (env step 3). It is a deterministic contact-model difference, not float32 chaos and not
 the solver or integrator. An elliptic cone with isotropic friction (the ant's mu = 1 in both
 tangents) does not depend on the tangent frame, so everything else of the ant's step (RK4, gear,
-solver settings, control scaling, reset) is checked there: qvel within 2.1e-3 over 20 env steps,
-3 sequences. docs/envs_locomotion.md records the difference. The planar walkers (cheetah,
-walker, hopper) have the capsule axis in the x-z plane, where both tangent choices give the same
-pyramid, and the humanoid's contacts are frictionless (condim 1).
+solver settings, control scaling, reset) is checked there. docs/envs_locomotion.md records the
+difference. The planar walkers (cheetah, walker, hopper) have the capsule axis in the x-z plane,
+where both tangent choices give the same pyramid.
+The humanoid's geoms default to condim 1, but a contact takes the larger condim of its two
+geoms and the floor's is 3, so its foot contacts have friction. Its feet are spheres, and for
+sphere-plane contacts MJX and MuJoCo C choose the same tangent frame (first tangent (0, 1, 0) on
+the floor), so the humanoid is compared with its own pyramidal cone, feet on the floor from the
+first step (`START_DROP`): qvel within 6e-5 over 10 env steps, where switching MuJoCo C to an
+elliptic cone moves qvel by 0.1 to 5.6 from the same states.
 """
 from __future__ import annotations
 
 import copy
-import functools
-import importlib.util
 
 import jax
-import jax.numpy as jnp
 import mujoco
 import numpy as np
 import pytest
 from mujoco import mjx
 
 import envs
-from envs import _REGISTRY
 from envs.mjx_common import gym_asset_path
+from tests.env_rollouts import B, T, Family, batch_keys, family, rollout_errors
 
-N_STEPS = 10  # env steps compared (50 physics steps for the cheetah)
-N_SEQUENCES = 2  # random action sequences (and reset keys) per family
 QPOS_TOL = 1e-3
 QVEL_TOL = 1e-2
 
 # families whose default pyramidal cone meets MJX's other capsule-plane tangent frame (see above)
 ELLIPTIC_FOR_COMPARISON = {"ant-dir", "ant-goal"}
+# the humanoid's feet start 10 cm above the floor: lowered, they touch it from the first step
+START_DROP = {"humanoid-dir": 0.1}
+MUJOCO_FAMILIES = [n for n in envs.names() if not n.endswith("point-robot")]
+_ELLIPTIC: dict = {}
 
 
-def mujoco_c_rollout(mj_model, frame_skip: int, qpos0, qvel0, ctrls) -> tuple[np.ndarray, np.ndarray]:
-    """Step MuJoCo C from (qpos0, qvel0) holding each ctrl for frame_skip steps; (T, nq), (T, nv)."""
-    data = mujoco.MjData(mj_model)
-    data.qpos[:], data.qvel[:] = qpos0, qvel0
-    mujoco.mj_forward(mj_model, data)
-    qpos, qvel = [], []
-    for ctrl in ctrls:
-        data.ctrl[:] = ctrl
-        mujoco.mj_step(mj_model, data, nstep=frame_skip)
-        qpos.append(data.qpos.copy())
-        qvel.append(data.qvel.copy())
-    return np.array(qpos), np.array(qvel)
-
-
-def scale_action_np(action: np.ndarray, ctrlrange: np.ndarray) -> np.ndarray:
-    """The reference wrapper's rescale of [-1, 1] onto the control range, then clip (in numpy)."""
-    low, high = ctrlrange[:, 0], ctrlrange[:, 1]
-    return np.clip(low + (action + 1.0) * 0.5 * (high - low), low, high)
-
-
-_ROLLOUTS: dict = {}
-
-
-def _compiled_rollout(env):
-    """One jitted reset + scan(step) per env object: a single compile per family."""
-    if id(env) not in _ROLLOUTS:
-        def rollout(key, task, actions):
-            state = env.reset(key, task)
-
-            def body(s, a):
-                s = env.step(s, a)
-                return s, (s.physics.qpos, s.physics.qvel)
-
-            _, (qpos, qvel) = jax.lax.scan(body, state, actions)
-            return state.physics.qpos, state.physics.qvel, qpos, qvel
-
-        _ROLLOUTS[id(env)] = (env, jax.jit(rollout))  # env kept alive so its id stays unique
-    return _ROLLOUTS[id(env)][1]
-
-
-def rollout_errors(env, task, actions: np.ndarray, key, mj_model=None) -> tuple[np.ndarray, np.ndarray]:
-    """Per env step max |qpos| and |qvel| differences between env.step (MJX) and MuJoCo C.
-
-    MuJoCo C steps `mj_model` if given, else `env.mj_model_for_task(task)` where the family has
-    per-task physics, else `env.mj_model`.
-    """
-    if mj_model is None:
-        mj_model = env.mj_model_for_task(task) if hasattr(env, "mj_model_for_task") else env.mj_model
-    qpos0, qvel0, mjx_qpos, mjx_qvel = _compiled_rollout(env)(key, task, jnp.asarray(actions, jnp.float32))
-    ctrls = scale_action_np(actions, mj_model.actuator_ctrlrange)
-    c_qpos, c_qvel = mujoco_c_rollout(mj_model, env.frame_skip, np.asarray(qpos0, np.float64),
-                                      np.asarray(qvel0, np.float64), ctrls)
-    return np.abs(np.asarray(mjx_qpos) - c_qpos).max(1), np.abs(np.asarray(mjx_qvel) - c_qvel).max(1)
-
-
-@functools.lru_cache(maxsize=None)
-def fidelity_env(name: str):
-    """The family as registered; for the ant both models switched to an elliptic cone (see top)."""
-    env = envs.make(name)
-    if name in ELLIPTIC_FOR_COMPARISON:
+def fidelity_family(name: str) -> Family:
+    """The family as registered (its programs shared with the other env tests); for the ant a
+    copy with an elliptic cone on both sides (see top)."""
+    if name not in ELLIPTIC_FOR_COMPARISON:
+        return family(name)
+    if name not in _ELLIPTIC:
+        env = envs.make(name)
         assert env.mj_model.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL  # the env's own default
         env.mj_model.opt.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
         env.model = mjx.put_model(env.mj_model)
-    return env
+        _ELLIPTIC[name] = Family(env)
+    return _ELLIPTIC[name]
 
 
-def _mujoco_families() -> list[str]:
-    """Registered families backed by MJX whose module exists now (others land later)."""
-    out = []
-    for name, (module, _, _) in _REGISTRY.items():
-        if module != "envs.point_robot" and importlib.util.find_spec(module) is not None:
-            out.append(name)
-    return out
+def c_models(env, tasks) -> list:
+    """The MjModel each batch element steps: its task's (rand-params), else the env's own."""
+    if not hasattr(env, "mj_model_for_task"):
+        return [env.mj_model] * B
+    return [env.mj_model_for_task(jax.tree.map(lambda x: x[i], tasks)) for i in range(B)]
 
 
-@pytest.mark.parametrize("name", _mujoco_families())
+@pytest.mark.parametrize("name", MUJOCO_FAMILIES)
 def test_env_matches_mujoco_c(name):
-    env = fidelity_env(name)
-    tasks = env.tasks()
-    task = jax.tree.map(lambda x: x[0], tasks)
-    rng = np.random.RandomState(0)
-    for seed in range(N_SEQUENCES):
-        actions = rng.uniform(-1.0, 1.0, size=(N_STEPS, env.action_size))
-        qpos_err, qvel_err = rollout_errors(env, task, actions, jax.random.key(seed))
-        assert qpos_err.max() < QPOS_TOL, (name, seed, qpos_err)
-        assert qvel_err.max() < QVEL_TOL, (name, seed, qvel_err)
+    fam = fidelity_family(name)
+    tasks = fam.tasks(np.arange(B) % fam.env.n_tasks)
+    actions = fam.random_actions(0)  # B different sequences from B reset states
+    edit = START_DROP.get(name)
+    edit = None if edit is None else (lambda q: q.at[:, 2].add(-START_DROP[name]))
+    _, seq = fam.run(batch_keys(0), tasks, actions, edit)
+    con = seq.physics._impl.contact  # the comparison covers contacts with friction
+    assert np.any((np.asarray(con.dist) < 0) & (np.asarray(con.dim) == 3)), name
+    qpos_err, qvel_err = rollout_errors(fam, batch_keys(0), tasks, actions, c_models(fam.env, tasks), edit)
+    print(f"{name}: max qpos err {qpos_err.max():.2e}, max qvel err {qvel_err.max():.2e}")
+    assert qpos_err.max() < QPOS_TOL, (name, qpos_err)
+    assert qvel_err.max() < QVEL_TOL, (name, qvel_err)
 
 
 def test_rand_params_model_for_task_is_the_task():
     """MuJoCo C's model for a task carries the task's fields (and its derived constants)."""
     from envs.rand_params import DERIVED, VARIED
 
-    env = fidelity_env("hopper-rand-params")
+    env = envs.make("hopper-rand-params")
     task = jax.tree.map(lambda x: x[3], env.tasks())
     m = env.mj_model_for_task(task)
     for k in VARIED:
@@ -171,14 +123,16 @@ def test_cheetah_solver_settings_reach_the_device_model():
 def test_comparison_detects_a_different_model(name):
     """The check must be able to fail: a heavier gravity in MuJoCo C is caught, and for a
     rand-params family so is comparing a task against the nominal model."""
-    env = fidelity_env(name)  # the compiled rollout is shared with test_env_matches_mujoco_c
-    task = jax.tree.map(lambda x: x[1], env.tasks())
-    right = env.mj_model_for_task(task) if hasattr(env, "mj_model_for_task") else env.mj_model
+    fam = fidelity_family(name)  # the same compiled rollout as test_env_matches_mujoco_c
+    tasks = fam.tasks(np.arange(1, B + 1) % fam.env.n_tasks)
+    right = c_models(fam.env, tasks)[0]
     heavier = copy.copy(right)  # a full copy: the env's own model is left alone
     heavier.opt.gravity[2] = -12.0
-    actions = np.zeros((N_STEPS, env.action_size))
-    _, qvel_err = rollout_errors(env, task, actions, jax.random.key(0), mj_model=heavier)
+    actions = np.zeros((T, B, fam.env.action_size), np.float32)
+    qpos_err, qvel_err = rollout_errors(fam, batch_keys(0), tasks, actions, [right])
+    assert qpos_err.max() < QPOS_TOL and qvel_err.max() < QVEL_TOL  # the right model agrees
+    _, qvel_err = rollout_errors(fam, batch_keys(0), tasks, actions, [heavier])
     assert qvel_err.max() > QVEL_TOL
-    if hasattr(env, "mj_model_for_task"):
-        _, qvel_err = rollout_errors(env, task, actions, jax.random.key(0), mj_model=env.mj_model)
+    if hasattr(fam.env, "mj_model_for_task"):
+        _, qvel_err = rollout_errors(fam, batch_keys(0), tasks, actions, [fam.env.mj_model])
         assert qvel_err.max() > QVEL_TOL
