@@ -22,10 +22,11 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import envs
+from experiments.cli import parse_env_value
+from pearl_jax.config import ConfigError
 
 
 def _block(x):
@@ -168,13 +169,23 @@ def bench_task(name: str, quick: bool, overrides: dict) -> dict:
     return out
 
 
-def _parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+def parse_overrides(items: list[str], tasks: list[str]) -> dict[str, dict]:
+    """--set KEY=VALUE items as each task's constructor overrides, typed like the run command's
+    --env.KEY (by the constructor's default: "false" is False, "2" an int). A key that is not
+    an override of some task, or a badly typed value, raises ConfigError naming it."""
+    out = {}
+    for task in tasks:
+        overrides = {}
+        for item in items:
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                raise ConfigError(f"--set {item}: must be KEY=VALUE")
+            try:
+                overrides[key] = parse_env_value(task, key, value)
+            except ConfigError as exc:  # "--env.KEY=VALUE: why" -> name the flag given here
+                raise ConfigError(f"--set {item} (task {task}): {str(exc).split(': ', 1)[-1]}") from None
+        out[task] = overrides
+    return out
 
 
 def main(argv=None):
@@ -182,22 +193,25 @@ def main(argv=None):
     p.add_argument("--tasks", default="point-robot,sparse-point-robot,cheetah-vel,cheetah-dir")
     p.add_argument("--quick", action="store_true", help="fewer timing repetitions and fidelity states")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="constructor override for every task, e.g. iterations=1")
+                   help="constructor override for every task, typed like the run command's --env.KEY "
+                        "(contact_forces=false is False), e.g. iterations=1")
     args = p.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = _parse_value(value)
     tasks = [t for t in args.tasks.split(",") if t]
-    for t in tasks:  # fail fast on a typo, before minutes of compiling
-        envs.env_class(t)
+    try:  # fail fast on a typo, before minutes of compiling
+        for t in tasks:
+            if t not in envs.names():
+                raise ConfigError(f"--tasks {t}: unknown task; valid: {', '.join(envs.names())}")
+        overrides = parse_overrides(args.set, tasks)
+    except ConfigError as exc:
+        print(f"bench_envs: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     # mjx prints import notices ("Failed to import warp") on stdout; keep stdout pure JSON
     with contextlib.redirect_stdout(sys.stderr):
         result = {
             "machine": {"platform": platform.platform(), "processor": platform.processor(),
                         "cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
                         "jax_backend": jax.default_backend(), "jax": jax.__version__},
-            "tasks": {t: bench_task(t, args.quick, overrides) for t in tasks},
+            "tasks": {t: bench_task(t, args.quick, overrides[t]) for t in tasks},
         }
     print(json.dumps(result, indent=1))
 
