@@ -306,10 +306,12 @@ def test_each_varied_field_changes_dynamics_like_mujoco_c(fam_name, request):
         c_fld = c_rollout(c_model_for(env, fields, i), env.frame_skip, qp, qv, ctrls)[0][-1]
         d_mjx, d_c = q_fld[i] - q_nom[i], c_fld - c_nom
         cos = d_mjx @ d_c / (np.linalg.norm(d_mjx) * np.linalg.norm(d_c))
+        rel = np.linalg.norm(d_mjx - d_c) / np.linalg.norm(d_c)
         print(f"{fam.name} {field}: |d_mjx| {np.linalg.norm(d_mjx):.2e} |d_c| "
-              f"{np.linalg.norm(d_c):.2e} cos {cos:.3f}")
+              f"{np.linalg.norm(d_c):.2e} cos {cos:.6f} relative difference {rel:.1e}")
         assert np.linalg.norm(d_mjx) > 1e-4, f"{field} has no effect on the MJX dynamics"
-        assert cos > 0.9, f"{field}: MJX and MuJoCo C react differently"
+        # measured (T = 10): cos 1.000000, relative difference at most 7.2e-4 (walker body_mass)
+        assert cos > 0.999 and rel < 0.01, f"{field}: MJX and MuJoCo C react differently"
 
 
 @pytest.mark.parametrize("name", ["walker-rand-params", "hopper-rand-params"])
