@@ -8,6 +8,8 @@ serves the same program to the other test files and worker processes.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import jax
 import mujoco
 import numpy as np
@@ -46,6 +48,35 @@ class Family:
     def random_actions(self, seed: int):
         """(T, B, A) uniform actions, different for every env of the batch."""
         return jax.random.uniform(jax.random.key(seed), (T, B, self.env.action_size), minval=-1, maxval=1)
+
+
+class PhysicsOnly:
+    """Reset + T steps in one program that returns only the physics (`.physics` of the start
+    and of every step). Rewards, observations and the task drop out of the compiled program,
+    so families that share a model and its stepping (ant-dir, ant-goal) share one compile."""
+
+    def __init__(self, env):
+        self.env, self.name = env, env.name
+
+        def physics(keys, tasks, actions):
+            s0 = jax.vmap(env.reset)(keys, tasks)
+
+            def body(s, a):
+                s = jax.vmap(env.step)(s, a)
+                return s, s.physics
+
+            return s0.physics, jax.lax.scan(body, s0, actions)[1]
+
+        self._physics = jax.jit(physics)
+
+    tasks = Family.tasks
+    random_actions = Family.random_actions
+
+    def run(self, keys, tasks, actions, qpos_edit=None):
+        if qpos_edit is not None:
+            raise ValueError("PhysicsOnly starts from the reset state")
+        p0, seq = self._physics(keys, tasks, actions)
+        return SimpleNamespace(physics=p0), SimpleNamespace(physics=seq)
 
 
 def family(name: str) -> Family:
